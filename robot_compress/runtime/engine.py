@@ -1,0 +1,160 @@
+"""Local inference over onnxruntime (CPU). One session per model, created once; the input tensor and
+the output buffer are allocated at start-up and reused for every frame (bound through IOBinding),
+so steady-state inference allocates only the small result objects.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robot_compress.runtime import postprocess
+from robot_compress.runtime.metadata import ModelMetadata, ModelMetadataError
+from robot_compress.runtime.results import InferenceResult
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, unreadable, not ONNX, or does not fit the contract."""
+
+
+def read_metadata(model_path: str | os.PathLike) -> ModelMetadata:
+    """Read and validate the metadata contract without building a full inference session."""
+    return _open_session(model_path, threads=1)[1]
+
+
+def _open_session(model_path, threads: int):
+    import onnxruntime as ort
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from None
+    props = session.get_modelmeta().custom_metadata_map
+    try:
+        meta = ModelMetadata.from_props(props, default_model_id=path.stem)
+    except ModelMetadataError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
+    return session, meta
+
+
+class Engine:
+    """Preprocess -> onnxruntime -> postprocess for one self-describing model."""
+
+    def __init__(self, model_path: str | os.PathLike, threads: int = 1, top_k: int = 5):
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.model_path = Path(model_path)
+        self.session, self.meta = _open_session(model_path, threads)
+        self.top_k = int(top_k)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{self.model_path}: expected one input tensor, found {len(inputs)}")
+        self._input_name = inputs[0].name
+        self._output_name = outputs[0].name
+        h, w = self.meta.input_size
+        self._check_input_shape(inputs[0].shape, h, w)
+
+        # Normalisation folded into one multiply-add: (x/255 - mean)/std = x*scale + offset.
+        std = np.asarray(self.meta.std, np.float32)
+        self._scale = (1.0 / (255.0 * std)).reshape(3, 1, 1)
+        self._offset = (-np.asarray(self.meta.mean, np.float32) / std).reshape(3, 1, 1)
+        self._input = np.zeros((1, 3, h, w), np.float32)
+        self._chw = np.zeros((3, h, w), np.float32)
+
+        # First run fixes the output shape (it may be symbolic) and warms the session up.
+        first = self.session.run([self._output_name], {self._input_name: self._input})[0]
+        self._check_output_shape(first.shape)
+        self._output = np.empty_like(first)
+        self._binding = self.session.io_binding()
+        self._binding.bind_input(self._input_name, "cpu", 0, np.float32, self._input.shape, self._input.ctypes.data)
+        self._binding.bind_output(self._output_name, "cpu", 0, np.float32, self._output.shape, self._output.ctypes.data)
+
+    @property
+    def model_id(self) -> str:
+        return self.meta.model_id
+
+    @property
+    def task(self) -> str:
+        return self.meta.task
+
+    def _check_input_shape(self, shape, h, w):
+        if len(shape) != 4 or shape[1] != 3:
+            raise ModelLoadError(f"{self.model_path}: input must be NCHW with 3 channels, got {shape}")
+        for got, want, name in ((shape[2], h, "height"), (shape[3], w, "width")):
+            if isinstance(got, int) and got != want:
+                raise ModelLoadError(
+                    f"{self.model_path}: input {name} {got} disagrees with metadata input_size {self.meta.input_size}"
+                )
+
+    def _check_output_shape(self, shape):
+        c = self.meta.num_classes
+        if self.meta.task == "classification":
+            ok = len(shape) == 2 and shape[1] == c
+        else:
+            ok = len(shape) == 4 and shape[1] == c
+        if not ok:
+            raise ModelLoadError(
+                f"{self.model_path}: output shape {tuple(shape)} does not fit task {self.meta.task!r} "
+                f"with {c} labels"
+            )
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> the engine's reused (1, 3, h, w) float32 input tensor."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        h, w = self.meta.input_size
+        img = rgb
+        if img.shape[:2] != (h, w):
+            import cv2
+
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        if self.meta.color_order == "BGR":
+            img = img[:, :, ::-1]
+        np.copyto(self._chw, img.transpose(2, 0, 1), casting="unsafe")
+        np.multiply(self._chw, self._scale, out=self._chw)
+        np.add(self._chw, self._offset, out=self._input[0])
+        return self._input
+
+    def run_preprocessed(self) -> np.ndarray:
+        """Run the session on the bound input tensor; returns the reused output buffer (copy to keep)."""
+        self.session.run_with_iobinding(self._binding)
+        return self._output
+
+    def logits(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw model output for one frame (a view of the reused buffer)."""
+        self.preprocess(rgb)
+        return self.run_preprocessed()
+
+    def infer(self, rgb: np.ndarray, source: str = "local") -> InferenceResult:
+        """Full pipeline for one RGB frame; the mask comes back at the frame's own resolution."""
+        t0 = time.perf_counter()
+        out = self.logits(rgb)
+        result = result_from_logits(self.meta, out, rgb.shape[:2], source=source, k=self.top_k)
+        result.latency_ms = (time.perf_counter() - t0) * 1000.0
+        return result
+
+
+def result_from_logits(meta: ModelMetadata, logits: np.ndarray, image_hw, source: str, k: int = 5) -> InferenceResult:
+    """Turn one frame's model output into a result (shared by local and edge paths)."""
+    if meta.task == "classification":
+        return InferenceResult(meta.task, meta.model_id, source, top_k=postprocess.top_k(logits[0], meta.labels, k))
+    return result_from_mask(meta, postprocess.argmax_mask(logits), image_hw, source)
+
+
+def result_from_mask(meta: ModelMetadata, mask: np.ndarray, image_hw, source: str) -> InferenceResult:
+    """A segmentation result from a class-id mask at model resolution."""
+    full = postprocess.resize_mask(mask, tuple(image_hw))
+    return InferenceResult(
+        meta.task, meta.model_id, source, mask=full, class_fractions=postprocess.class_fractions(full, meta.labels)
+    )

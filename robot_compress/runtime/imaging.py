@@ -1,0 +1,109 @@
+"""Camera image conversion with numpy only (ROS 2 cv_bridge is not available on this platform).
+
+Functions take the plain fields of sensor_msgs/Image and sensor_msgs/CompressedImage so this module
+stays free of ROS; robot_compress.ros.image_msgs unpacks the messages. Output is always an RGB
+uint8 array of shape (height, width, 3); callers that need BGR flip the last axis.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# encoding -> (channels, how to reach RGB from the stored channel order)
+_RAW_ENCODINGS = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, None),
+}
+SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
+SUPPORTED_COMPRESSED = ("jpeg", "png")
+
+
+class ImageDecodeError(ValueError):
+    """A frame that cannot be turned into an image; the message names the problem."""
+
+
+def raw_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian: bool, data) -> np.ndarray:
+    """Decode a sensor_msgs/Image payload into a (height, width, 3) uint8 RGB array.
+
+    Honors row padding (`step` > width * channels). For 8-bit encodings endianness does not change the
+    byte layout, so `is_bigendian` is accepted either way.
+    """
+    enc = (encoding or "").lower()
+    if enc not in _RAW_ENCODINGS:
+        raise ImageDecodeError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    channels, order = _RAW_ENCODINGS[enc]
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"image has empty size {width}x{height}")
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise ImageDecodeError(f"step {step} is smaller than width*channels = {row_bytes} for {enc}")
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    if buf.size == 0:
+        raise ImageDecodeError("image data is empty")
+    if buf.size != step * height:
+        raise ImageDecodeError(
+            f"image data has {buf.size} bytes but step*height = {step}*{height} = {step * height} "
+            f"(truncated or mis-sized frame)"
+        )
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    pix = rows.reshape(height, width, channels)
+    if order is None:  # mono8: replicate the single channel
+        return np.repeat(pix, 3, axis=2)
+    return np.ascontiguousarray(pix[:, :, list(order)])
+
+
+def compressed_to_rgb(fmt: str, data) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage payload (jpeg or png) to (H, W, 3) uint8 RGB."""
+    import cv2  # opencv-python-headless; imported lazily so raw-only users need not load it
+
+    kind = _compressed_kind(fmt)
+    buf = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    if buf.size == 0:
+        raise ImageDecodeError(f"compressed {kind} image data is empty")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageDecodeError(f"could not decode {buf.size} bytes as {kind} (corrupt or truncated data)")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _compressed_kind(fmt: str) -> str:
+    # ROS formats look like "jpeg", "png", or "bgr8; jpeg compressed bgr8" (image_transport style).
+    f = (fmt or "").lower()
+    for kind in SUPPORTED_COMPRESSED:
+        if kind in f or (kind == "jpeg" and "jpg" in f):
+            return kind
+    raise ImageDecodeError(f"unsupported compressed format {fmt!r}; supported: {', '.join(SUPPORTED_COMPRESSED)}")
+
+
+def rgb_to_raw(rgb: np.ndarray, encoding: str = "rgb8") -> tuple[bytes, int]:
+    """Encode an RGB array for a sensor_msgs/Image; returns (data, step). Inverse of raw_to_rgb."""
+    enc = encoding.lower()
+    if enc not in _RAW_ENCODINGS:
+        raise ImageDecodeError(f"unsupported image encoding {encoding!r}")
+    channels, order = _RAW_ENCODINGS[enc]
+    if order is None:
+        out = rgb.mean(axis=2).round().astype(np.uint8)[:, :, None]
+    else:
+        out = rgb[:, :, list(order)]
+        if channels == 4:
+            alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+            out = np.concatenate([out, alpha], axis=2)
+    out = np.ascontiguousarray(out, dtype=np.uint8)
+    return out.tobytes(), rgb.shape[1] * channels
+
+
+def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """Encode RGB to JPEG/PNG bytes (for CompressedImage publishers, bags and edge payloads)."""
+    import cv2
+
+    kind = _compressed_kind(fmt)
+    ext = ".jpg" if kind == "jpeg" else ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if kind == "jpeg" else []
+    ok, enc = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]), params)
+    if not ok:
+        raise ImageDecodeError(f"could not encode image as {kind}")
+    return enc.tobytes()
