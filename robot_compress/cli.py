@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if module_name == TOOLKIT_MODULE and exc.name and exc.name.split(".")[0] in ("torch", "torchvision", "torch_pruning"):
+        missing = (exc.name or "").split(".")[0]
+        if module_name == TOOLKIT_MODULE and missing in ("torch", "torchvision", "torch_pruning"):
             print(
                 f"robot-compress {command}: needs the offline toolkit ({exc.name} is not installed); "
                 "install it with: pip install -r requirements/compress.txt",

@@ -41,7 +41,7 @@ def raw_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian: 
     row_bytes = width * channels
     if step < row_bytes:
         raise ImageDecodeError(f"step {step} is smaller than width*channels = {row_bytes} for {enc}")
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    buf = _as_bytes_array(data)
     if buf.size == 0:
         raise ImageDecodeError("image data is empty")
     if buf.size != step * height:
@@ -61,13 +61,20 @@ def compressed_to_rgb(fmt: str, data) -> np.ndarray:
     import cv2  # opencv-python-headless; imported lazily so raw-only users need not load it
 
     kind = _compressed_kind(fmt)
-    buf = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    buf = _as_bytes_array(data)
     if buf.size == 0:
         raise ImageDecodeError(f"compressed {kind} image data is empty")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageDecodeError(f"could not decode {buf.size} bytes as {kind} (corrupt or truncated data)")
     return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _as_bytes_array(data) -> np.ndarray:
+    """A uint8 view of the message payload (bytes, array.array or numpy) without copying."""
+    if isinstance(data, np.ndarray):
+        return data.view(np.uint8).ravel()
+    return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
 
 
 def _compressed_kind(fmt: str) -> str:

@@ -21,8 +21,8 @@ The graph takes one float32 NCHW input (batch dynamic or 1) and returns logits:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 TASKS = ("classification", "segmentation")
 COLOR_ORDERS = ("RGB", "BGR")
@@ -51,7 +51,7 @@ class ModelMetadata:
         return len(self.labels)
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], default_model_id: str = "model") -> "ModelMetadata":
+    def from_props(cls, props: Mapping[str, str], default_model_id: str = "model") -> ModelMetadata:
         missing = [k for k in REQUIRED_KEYS if k not in props]
         if missing:
             raise ModelMetadataError(
@@ -66,7 +66,9 @@ class ModelMetadata:
             raise ModelMetadataError("metadata key 'labels' must be a non-empty JSON list of strings")
         size = _json(props, "input_size")
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-            raise ModelMetadataError(f"metadata key 'input_size' must be [height, width] of positive ints, got {size!r}")
+            raise ModelMetadataError(
+                f"metadata key 'input_size' must be [height, width] of positive ints, got {size!r}"
+            )
         order = props["color_order"]
         if order not in COLOR_ORDERS:
             raise ModelMetadataError(f"metadata key 'color_order' must be one of {COLOR_ORDERS}, got {order!r}")

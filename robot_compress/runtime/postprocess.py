@@ -53,7 +53,7 @@ def class_fractions(mask: np.ndarray, labels) -> dict[str, float]:
     """Fraction of pixels per class label (sums to 1 over labels present in the mask)."""
     counts = np.bincount(mask.ravel(), minlength=len(labels))[: len(labels)]
     total = max(int(mask.size), 1)
-    return {label: float(c) / total for label, c in zip(labels, counts)}
+    return {label: float(c) / total for label, c in zip(labels, counts, strict=True)}
 
 
 def palette(num_classes: int) -> np.ndarray:

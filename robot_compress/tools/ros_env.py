@@ -49,7 +49,8 @@ def localhost_dds_env(domain_id: int | None = None, base: dict | None = None) ->
 def apply_localhost_dds(domain_id: int | None = None) -> dict:
     """Set the confinement variables in this process (before rclpy.init) and return them."""
     env = localhost_dds_env(domain_id)
-    for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION", "ROS_DOMAIN_ID"):
+    keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION", "ROS_DOMAIN_ID")
+    for key in keys:
         os.environ[key] = env[key]
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     return env
