@@ -1,0 +1,243 @@
+"""Edge/local failover policy: pure decisions, no I/O, injected clock.
+
+The offload processor (runtime/offload.py) asks this policy what to do with each frame and reports
+what happened; the policy never touches a socket or a model. Deciding apart from doing keeps every
+transition testable with a fake clock.
+
+Modes (`mode` parameter):
+  local  every frame is answered by the local model; the network is never touched.
+  edge   every frame goes to the edge only; no hedging, no breaker; a failed frame is reported as failed.
+  auto   the state machine below.
+
+States of `auto` (circuit breaker with hysteresis):
+
+| state   | frames go to                       | event                       | next state / effect                     |
+|---------|------------------------------------|-----------------------------|-----------------------------------------|
+| EDGE    | edge; local starts at hedge_after  | edge ok                     | EDGE, failures = 0                      |
+| EDGE    |                                    | edge failure, failures < N  | EDGE, failures += 1                     |
+| EDGE    |                                    | edge failure, failures == N | LOCAL, next probe at now + backoff      |
+| LOCAL   | local; a probe when one is due     | probe ok                    | PROBING (healthy = 1); EDGE when M == 1 |
+| LOCAL   |                                    | probe failure               | LOCAL, backoff *= probe_backoff, capped |
+| PROBING | local; a probe every interval      | probe ok, healthy < M       | PROBING, healthy += 1                   |
+| PROBING |                                    | probe ok, healthy == M      | EDGE, failures = 0, backoff reset       |
+| PROBING |                                    | probe failure               | LOCAL, backoff *= probe_backoff, capped |
+
+N = failure_threshold (consecutive edge failures), M = recovery_probes (consecutive healthy probes).
+A probe is a real inference request on the current frame, sent in the background while the frame is
+answered locally, so "healthy" means link, server, model and response format all work within the
+frame deadline. Failed probes while LOCAL do not change state, so an outage costs one transition out
+and one (or two) back, however long it lasts.
+
+Every frame gets exactly one `FramePlan`. Hedging means a result is on time even while the breaker
+is still closed: the edge answer is used if it arrives before local finishes, else the local one.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MODES = ("edge", "local", "auto")
+EDGE, LOCAL, PROBING = "EDGE", "LOCAL", "PROBING"
+STATES = (EDGE, LOCAL, PROBING)
+
+# Outcomes of one edge request, as the offload processor reports them.
+OK = "ok"
+TIMEOUT = "timeout"        # no answer within the frame deadline (blackhole, stall, slow link)
+CONNECT = "connect"        # refused / reset / closed: link down or server gone
+INVALID = "invalid"        # answered, but not a valid result (garbage, wrong shape/dtype/classes)
+SERVER = "server_error"    # an HTTP/protocol error status from the server
+OUTCOMES = (OK, TIMEOUT, CONNECT, INVALID, SERVER)
+
+
+@dataclass(frozen=True)
+class FailoverConfig:
+    mode: str = "auto"
+    deadline_s: float = 1.0 / 30.0        # per-frame budget from receipt to result
+    hedge_after_s: float = 0.015          # start local inference if the edge has not answered by then
+    failure_threshold: int = 5            # N consecutive edge failures open the breaker
+    recovery_probes: int = 3              # M consecutive healthy probes close it again
+    probe_interval_s: float = 0.2         # first probe delay and spacing between healthy probes
+    probe_backoff: float = 2.0            # growth of the delay after each failed probe
+    probe_backoff_max_s: float = 1.0      # cap, so recovery is noticed within about this long
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not self.deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
+        if not 0 <= self.hedge_after_s <= self.deadline_s:
+            raise ValueError(f"hedge_after_s must be in [0, deadline_s={self.deadline_s}], got {self.hedge_after_s}")
+        if int(self.failure_threshold) < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {self.failure_threshold}")
+        if int(self.recovery_probes) < 1:
+            raise ValueError(f"recovery_probes must be >= 1, got {self.recovery_probes}")
+        if not self.probe_interval_s > 0:
+            raise ValueError(f"probe_interval_s must be > 0, got {self.probe_interval_s}")
+        if not self.probe_backoff >= 1.0:
+            raise ValueError(f"probe_backoff must be >= 1, got {self.probe_backoff}")
+        if not self.probe_backoff_max_s >= self.probe_interval_s:
+            raise ValueError(
+                f"probe_backoff_max_s ({self.probe_backoff_max_s}) must be >= "
+                f"probe_interval_s ({self.probe_interval_s})"
+            )
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What to do with one frame. Times are on the policy's clock."""
+
+    frame: int               # sequence number, one plan per frame
+    state: str               # state when the frame was planned
+    send_edge: bool          # send the frame to the edge as the primary path
+    hedge_at: float | None   # start local inference at this time if the edge has not answered (None: never)
+    probe: bool              # send the frame to the edge as a background probe (answer locally)
+    deadline_at: float       # the result must be out by then
+
+    @property
+    def local_now(self) -> bool:
+        """Local inference starts immediately (no edge primary)."""
+        return not self.send_edge and self.hedge_at is not None
+
+
+@dataclass(frozen=True)
+class Transition:
+    at: float
+    frm: str
+    to: str
+    reason: str
+
+
+@dataclass
+class FailoverPolicy:
+    config: FailoverConfig = field(default_factory=FailoverConfig)
+    clock: Callable[[], float] = time.monotonic
+    listener: Callable[[Transition], None] | None = None
+
+    def __post_init__(self):
+        self.state = LOCAL if self.config.mode == "local" else EDGE
+        self.transitions: list[Transition] = []
+        self.counts = {k: 0 for k in ("frames", "edge_sent", "edge_ok", "edge_failed", "hedged", "local_only",
+                                      "probes_sent", "probes_ok", "probes_failed")}
+        self.failures_by_kind = {k: 0 for k in OUTCOMES if k != OK}
+        self._frame = 0
+        self._consecutive_failures = 0
+        self._healthy_probes = 0
+        self._backoff = self.config.probe_interval_s
+        self._next_probe_at = 0.0
+        self._probe_in_flight = False
+
+    # ---- deciding -------------------------------------------------------------------------------------
+    def plan(self, received_at: float | None = None, deadline_s: float | None = None) -> FramePlan:
+        """One plan per frame. `received_at` defaults to now; `deadline_s` to the configured one."""
+        now = self.clock()
+        start = now if received_at is None else received_at
+        deadline_at = start + (self.config.deadline_s if deadline_s is None else deadline_s)
+        self._frame += 1
+        self.counts["frames"] += 1
+        mode = self.config.mode
+        if mode == "local":
+            plan = FramePlan(self._frame, self.state, False, now, False, deadline_at)
+        elif mode == "edge":
+            plan = FramePlan(self._frame, self.state, True, None, False, deadline_at)
+        elif self.state == EDGE:
+            hedge_at = min(start + self.config.hedge_after_s, deadline_at)
+            plan = FramePlan(self._frame, self.state, True, hedge_at, False, deadline_at)
+        else:
+            probe = not self._probe_in_flight and now >= self._next_probe_at
+            if probe:
+                self._probe_in_flight = True
+                self.counts["probes_sent"] += 1
+            plan = FramePlan(self._frame, self.state, False, now, probe, deadline_at)
+        if plan.send_edge:
+            self.counts["edge_sent"] += 1
+        if plan.local_now:
+            self.counts["local_only"] += 1
+        return plan
+
+    def hedge_due(self, plan: FramePlan, now: float | None = None) -> bool:
+        """Whether local inference should start now for a frame whose edge answer is still pending."""
+        if plan.hedge_at is None:
+            return False
+        return (self.clock() if now is None else now) >= plan.hedge_at
+
+    # ---- learning -------------------------------------------------------------------------------------
+    def on_edge_result(self, outcome: str, plan: FramePlan | None = None) -> None:
+        """Report the outcome of a primary edge request (not of a probe)."""
+        self._check_outcome(outcome)
+        if outcome == OK:
+            self.counts["edge_ok"] += 1
+            self._consecutive_failures = 0
+            return
+        self.counts["edge_failed"] += 1
+        self.failures_by_kind[outcome] += 1
+        if self.config.mode != "auto" or self.state != EDGE:
+            return  # late answers of frames sent before the breaker opened change nothing
+        self._consecutive_failures += 1
+        if self._consecutive_failures >= self.config.failure_threshold:
+            self._backoff = self.config.probe_interval_s
+            self._next_probe_at = self.clock() + self._backoff
+            self._healthy_probes = 0
+            self._move(LOCAL, f"{self._consecutive_failures} consecutive edge failures (last: {outcome})")
+
+    def on_probe_result(self, outcome: str) -> None:
+        self._check_outcome(outcome)
+        self._probe_in_flight = False
+        now = self.clock()
+        if outcome != OK:
+            self.counts["probes_failed"] += 1
+            self.failures_by_kind[outcome] += 1
+            self._healthy_probes = 0
+            self._backoff = min(self._backoff * self.config.probe_backoff, self.config.probe_backoff_max_s)
+            self._next_probe_at = now + self._backoff
+            if self.state == PROBING:
+                self._move(LOCAL, f"probe failed ({outcome})")
+            return
+        self.counts["probes_ok"] += 1
+        if self.state not in (LOCAL, PROBING):
+            return
+        self._healthy_probes += 1
+        if self._healthy_probes >= self.config.recovery_probes:
+            self._consecutive_failures = 0
+            self._backoff = self.config.probe_interval_s
+            self._move(EDGE, f"{self._healthy_probes} consecutive healthy probes")
+            return
+        self._next_probe_at = now + self.config.probe_interval_s
+        if self.state == LOCAL:
+            self._move(PROBING, "probe ok")
+
+    # ---- diagnostics ----------------------------------------------------------------------------------
+    @property
+    def next_probe_in_s(self) -> float | None:
+        if self.state == EDGE or self.config.mode != "auto":
+            return None
+        return max(0.0, self._next_probe_at - self.clock())
+
+    def status(self) -> dict:
+        return {
+            "mode": self.config.mode,
+            "state": self.state,
+            "consecutive_failures": self._consecutive_failures,
+            "healthy_probes": self._healthy_probes,
+            "probe_backoff_s": round(self._backoff, 4),
+            "transitions": len(self.transitions),
+            "last_transition": _describe(self.transitions[-1]) if self.transitions else None,
+            **self.counts,
+            "failures_by_kind": dict(self.failures_by_kind),
+        }
+
+    def _move(self, to: str, reason: str) -> None:
+        t = Transition(self.clock(), self.state, to, reason)
+        self.state = to
+        self.transitions.append(t)
+        if self.listener is not None:
+            self.listener(t)
+
+    @staticmethod
+    def _check_outcome(outcome: str) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown edge outcome {outcome!r}; expected one of {OUTCOMES}")
+
+
+def _describe(t: Transition) -> str:
+    return f"{t.frm}->{t.to} ({t.reason})"
