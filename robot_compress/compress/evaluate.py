@@ -1,0 +1,120 @@
+"""One set of metrics for the torch model and for the exported ONNX model run through the runtime Engine.
+
+Both paths feed the same numpy meters (robot_compress.runtime.metrics). The torch dataset's transform
+(ToTensor/255, mean/std, model input size, no extra resize) is the Engine's preprocessing, so the two
+agree to float rounding; segmentation is scored at model input resolution.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PRIMARY = {"classification": "top1", "segmentation": "pixel_acc"}
+
+
+class EvaluationError(ValueError):
+    """The data does not fit the model (size, class count, empty set)."""
+
+
+def _meter(info_task: str, num_classes: int, ignore_index):
+    from robot_compress.runtime.metrics import ClassificationMeter, SegmentationMeter
+
+    if info_task == "classification":
+        return ClassificationMeter()
+    return SegmentationMeter(num_classes, ignore_index)
+
+
+def _summary(task: str, meter) -> dict:
+    """Meter result as a plain JSON-able dict, with the paper's headline metric named in `primary`."""
+    raw = meter.compute()
+    out = dict(raw) if isinstance(raw, dict) else dict(vars(raw))
+    clean = {}
+    for key, val in out.items():
+        if isinstance(val, np.ndarray):
+            val = val.tolist()
+        elif isinstance(val, (np.floating, np.integer)):
+            val = val.item()
+        if isinstance(val, list):
+            val = [None if (isinstance(v, float) and np.isnan(v)) else v for v in val]
+        clean[key] = val
+    clean["primary"] = PRIMARY[task]
+    return clean
+
+
+def _check_nonempty(dataset, what: str):
+    if len(dataset) == 0:
+        raise EvaluationError(f"{what} dataset is empty: nothing to evaluate")
+
+
+def evaluate_loader(model, loader, info, device) -> dict:
+    import torch
+
+    model.eval()
+    meter = _meter(info.task, len(info.labels), info.ignore_index)
+    with torch.no_grad():
+        for images, targets in loader:
+            logits = model(images.to(device))
+            _check_logits(logits.shape, info, images.shape)
+            if info.task == "classification":
+                meter.update(logits.float().cpu().numpy(), targets.cpu().numpy())
+            else:
+                meter.update(logits.argmax(1).cpu().numpy(), targets.cpu().numpy())
+    return _summary(info.task, meter)
+
+
+def _check_logits(shape, info, input_shape):
+    c = len(info.labels)
+    if shape[1] != c:
+        raise EvaluationError(f"model outputs {shape[1]} classes but the dataset has {c} labels")
+    if info.task == "segmentation" and tuple(shape[2:]) != tuple(input_shape[2:]):
+        raise EvaluationError(
+            f"segmentation output {tuple(shape[2:])} is not at input resolution {tuple(input_shape[2:])}"
+        )
+
+
+def evaluate_torch(model, dataset, info, batch_size: int = 64, device=None) -> dict:
+    from robot_compress.compress.train import make_loader, pick_device
+
+    _check_nonempty(dataset, "evaluation")
+    device = device or pick_device()
+    model.to(device)
+    return evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), info, device)
+
+
+def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1) -> dict:
+    """Score an ONNX model through the robot's own Engine, one RGB uint8 frame at a time.
+
+    `raw_dataset` yields (HxWx3 uint8 RGB at the model input size, target) — the dataset loaded with
+    raw_uint8=True. A frame of another size is an error rather than a silent extra resize.
+    """
+    from robot_compress.runtime.engine import Engine
+
+    _check_nonempty(raw_dataset, "evaluation")
+    engine = Engine(path, threads=threads)
+    meta = engine.meta
+    meter = _meter(meta.task, meta.num_classes, meta.ignore_index)
+    for i in range(len(raw_dataset)):
+        rgb, target = raw_dataset[i]
+        rgb = np.asarray(rgb)
+        if rgb.shape[:2] != tuple(meta.input_size):
+            raise EvaluationError(
+                f"frame {i} is {rgb.shape[1]}x{rgb.shape[0]} but {Path(path).name} expects "
+                f"{meta.input_size[1]}x{meta.input_size[0]} (width x height): wrong input size"
+            )
+        logits = engine.logits(np.ascontiguousarray(rgb, dtype=np.uint8))
+        target = np.asarray(target)
+        if meta.task == "classification":
+            meter.update(logits.copy(), target.reshape(1))
+        else:
+            meter.update(logits.argmax(1), target[None])
+    return _summary(meta.task, meter)
+
+
+RATE_KEYS = ("top1", "top5", "pixel_acc", "miou")
+
+
+def agreement(torch_metrics: dict, onnx_metrics: dict) -> dict:
+    """|torch - onnx| in percentage points for each rate metric (the meters return fractions)."""
+    return {key: abs(float(torch_metrics[key]) - float(onnx_metrics[key])) * 100.0
+            for key in RATE_KEYS if key in torch_metrics and key in onnx_metrics}

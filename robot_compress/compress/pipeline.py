@@ -1,0 +1,387 @@
+"""Run a recipe: stages in order on one current model, everything recorded in the output dir.
+
+Stage checkpoints live in `<out>/checkpoints/NN_<stage>_<role>.pt`; rerunning the same recipe into the same
+dir resumes each training stage from its checkpoint (finished stages train nothing). The final
+`metrics.json` is written only when every stage succeeded.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robot_compress.compress import recipe as rc
+from robot_compress.compress.runinfo import RunDir
+
+
+class PipelineError(ValueError):
+    """Bad input discovered while setting a run up (sizes, class counts, empty data, missing teacher)."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    train: object
+    val: object
+    info: object
+    spec: rc.DataSpec
+    _raw_val: object = None
+
+    def raw_val(self):
+        """The validation split as RGB uint8 frames (same indices as `val`), for the runtime Engine."""
+        if self._raw_val is None:
+            from robot_compress.compress.data import load_dataset, split_train_val
+
+            options = {k: v for k, v in self.spec.options.items() if k != "augment"}
+            raw, _ = load_dataset(self.spec.kind, self.spec.root, input_size=self.spec.input_size, train=True,
+                                  raw_uint8=True, **options)
+            self._raw_val = split_train_val(raw, self.spec.val_fraction, self.spec.seed)[1]
+        return self._raw_val
+
+
+def load_data(spec: rc.DataSpec) -> Data:
+    """Train/val split of the training data. With options.augment, only the train split is augmented."""
+    from robot_compress.compress.data import load_dataset, split_train_val
+
+    if spec.root is not None and not Path(spec.root).expanduser().exists():
+        raise PipelineError(f"dataset root not found: {spec.root}")
+    options = dict(spec.options)
+    augment = bool(options.pop("augment", False))
+    ds, info = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, **options)
+    if len(ds) == 0:
+        raise PipelineError(f"dataset {spec.kind!r} at {spec.root} is empty")
+    train, val = split_train_val(ds, spec.val_fraction, spec.seed)
+    if augment:
+        aug, _ = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, augment=True, **options)
+        train = split_train_val(aug, spec.val_fraction, spec.seed)[0]
+    if len(train) == 0 or len(val) == 0:
+        raise PipelineError(
+            f"dataset {spec.kind!r} has {len(ds)} samples: too few for val_fraction {spec.val_fraction} "
+            f"(train {len(train)}, val {len(val)})"
+        )
+    return Data(train, val, info, spec)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@dataclass
+class Built:
+    model: nn.Module
+    name: str
+    cfg: dict
+    checkpoint: dict = field(default_factory=dict)
+
+
+def build_model(spec: rc.ModelSpec, info, role: str) -> Built:
+    """Build (and load) a teacher/student for `info`, checking class count and input size up front."""
+    from robot_compress.compress.models import get_model, load_user_model, model_task
+    from robot_compress.compress.train import load_weights, read_checkpoint
+
+    num_classes = len(info.labels)
+    h, w = info.input_size
+    if spec.checkpoint:
+        state = read_checkpoint(spec.checkpoint)
+        if state.get("num_classes") not in (None, num_classes):
+            raise PipelineError(
+                f"{role} checkpoint {spec.checkpoint} has {state['num_classes']} classes but the dataset has "
+                f"{num_classes}: class-count mismatch"
+            )
+        made = (state.get("dataset_info") or {}).get("input_size")
+        if made and tuple(made) != (h, w):
+            raise PipelineError(
+                f"{role} checkpoint {spec.checkpoint} was trained at input size {made[0]}x{made[1]} but the "
+                f"dataset gives {h}x{w}: wrong input size"
+            )
+    if ":" in spec.model:
+        model = load_user_model(spec.model, **spec.cfg)
+    else:
+        if model_task(spec.model) != info.task:
+            raise PipelineError(
+                f"{role} model {spec.model!r} is a {model_task(spec.model)} model but the dataset is {info.task}"
+            )
+        model = get_model(spec.model, num_classes, **spec.cfg)
+    ckpt = load_weights(model, spec.checkpoint) if spec.checkpoint else {}
+    check_model_fits(model, info, role, spec.model)
+    return Built(model, spec.model, dict(spec.cfg), ckpt)
+
+
+def check_model_fits(model: nn.Module, info, role: str, name: str) -> None:
+    """One dummy forward at the dataset's input size: catches wrong sizes and class counts before training."""
+    h, w = info.input_size
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, 3, h, w))
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[0]
+        raise PipelineError(
+            f"{role} model {name!r} does not accept input size {h}x{w}: wrong input size ({msg})"
+        ) from None
+    if out.shape[1] != len(info.labels):
+        raise PipelineError(
+            f"{role} model {name!r} outputs {out.shape[1]} classes but the dataset has {len(info.labels)}: "
+            "class-count mismatch"
+        )
+    if info.task == "segmentation" and tuple(out.shape[2:]) != (h, w):
+        raise PipelineError(f"{role} model {name!r} returns {tuple(out.shape[2:])} logits for a {h}x{w} input")
+
+
+def param_counts(model: nn.Module, input_hw=(32, 32)) -> dict:
+    from robot_compress.compress.export import _param_summary, _plain_copy
+
+    return _param_summary(_plain_copy(model), input_hw)[0]
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+
+@dataclass
+class State:
+    recipe: rc.Recipe
+    out: Path
+    run: RunDir
+    data: Data
+    device: torch.device
+    student: Built
+    teacher: Built | None
+    log: Callable[[str], None]
+    results: dict = field(default_factory=dict)
+    exported: list = field(default_factory=list)
+    kd_used: bool = False
+
+
+def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> State:
+    """Everything that can reject the input, done before the output dir is touched."""
+    from robot_compress.compress.train import pick_device, seed_everything
+
+    seed_everything(recipe.seed)
+    data = load_data(recipe.dataset)
+    teacher = build_model(recipe.teacher, data.info, "teacher") if recipe.teacher else None
+    student = build_model(recipe.student, data.info, "student")
+    run = RunDir(out_dir, "run", rc.dump_recipe(recipe), recipe.seed)
+    run.add_seed("data_split", recipe.dataset.seed)
+    run.info["dataset_fingerprint"] = data.info.fingerprint
+    return State(recipe, Path(out_dir), run, data, pick_device(recipe.device), student, teacher, log)
+
+
+def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+    state = prepare(recipe, out_dir, log)
+    state.run.start()
+    try:
+        for index, stage in enumerate(recipe.stages):
+            t0 = time.perf_counter()
+            log(f"[{recipe.name}] stage {index + 1}/{len(recipe.stages)}: {stage.stage}")
+            entry = STAGES[stage.stage](state, stage, index)
+            seconds = time.perf_counter() - t0
+            state.run.record_time(f"{index:02d}_{stage.stage}", seconds)
+            state.results.setdefault("stages", []).append({"stage": stage.stage, "seconds": round(seconds, 3),
+                                                            **(entry or {})})
+        metrics = summarize(state)
+    except BaseException as exc:
+        state.run.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    state.run.succeed(metrics)
+    return metrics
+
+
+def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None, teacher=None) -> dict:
+    from robot_compress.compress.train import fit
+
+    config = {"recipe": state.recipe.name, "stage": stage.model_dump(mode="json"), "role": role,
+              "model": built.name, "model_cfg": built.cfg, "seed": state.recipe.seed,
+              "dataset_fingerprint": state.data.info.fingerprint, "epochs": stage.epochs}
+    result = fit(built.model, state.data.train, state.data.val, state.data.info,
+                 out_dir=state.out / "checkpoints", checkpoint_name=f"{index:02d}_{stage.stage}_{role}.pt",
+                 epochs=stage.epochs, config=config, model_name=built.name, model_cfg=built.cfg, loss_fn=loss_fn,
+                 optimizer=stage.optimizer, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
+                 batch_size=stage.batch_size, scheduler=stage.scheduler, seed=state.recipe.seed + index,
+                 device=state.device, teacher=teacher, role=role, log=state.log)
+    _save_role(state, built, role)
+    return {"role": role, "metrics": result.metrics, "resumed_from_epoch": result.resumed_from_epoch,
+            "epochs": stage.epochs}
+
+
+def _save_role(state: State, built: Built, role: str) -> Path:
+    """`<out>/<role>.pt`: the current model of that role (a sweep starts its cells from these)."""
+    from robot_compress.compress.train import save_checkpoint
+
+    return save_checkpoint(state.out / f"{role}.pt", built.model, config=state.run.info["config"],
+                           model_name=built.name, model_cfg=built.cfg, info=state.data.info, role=role)
+
+
+def _teacher(state: State) -> Built:
+    if state.teacher is None:
+        raise PipelineError("this stage needs a teacher: add a 'teacher' entry to the recipe")
+    return state.teacher
+
+
+def stage_train(state: State, stage: rc.TrainStage, index: int) -> dict:
+    built = _teacher(state) if stage.model == "teacher" else state.student
+    out = _fit(state, built, stage, index, stage.model)
+    state.results[stage.model + "_trained"] = out["metrics"]
+    return out
+
+
+def stage_distill(state: State, stage: rc.DistillStage, index: int) -> dict:
+    from robot_compress.compress.train import distill_loss
+
+    teacher = _teacher(state)
+    state.kd_used = True
+    loss = distill_loss(state.data.info, stage.temperature, stage.alpha)
+    out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=teacher.model)
+    state.results["student_distilled"] = out["metrics"]
+    return out
+
+
+def stage_finetune(state: State, stage: rc.FinetuneStage, index: int) -> dict:
+    from robot_compress.compress.train import distill_loss
+
+    teacher, loss = None, None
+    if stage.kd:
+        teacher = _teacher(state).model
+        loss = distill_loss(state.data.info, stage.temperature, stage.alpha)
+    out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=teacher)
+    state.results["student_finetuned"] = out["metrics"]
+    return out
+
+
+def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
+    from robot_compress.compress.evaluate import evaluate_torch
+    from robot_compress.compress.pruning import iterative_schedule, prune_model
+
+    model = state.student.model
+    state.results.setdefault("student_before_pruning", evaluate_torch(model, state.data.val, state.data.info,
+                                                                      device=state.device))
+    targets = list(iterative_schedule(stage.amount, stage.steps)) if stage.steps > 1 else [stage.amount]
+    report = {}
+    for step, amount in enumerate(targets):
+        report = prune_model(model, stage.criterion, float(amount), state.recipe.seed)
+        if step < len(targets) - 1 and stage.epochs_between > 0:
+            between = rc.FinetuneStage(stage="finetune", epochs=stage.epochs_between)
+            _fit(state, state.student, between, index * 100 + step, "student")
+    state.results["pruning"] = {"criterion": stage.criterion, "amount": stage.amount, "steps": stage.steps,
+                                "report": _jsonable(report)}
+    _save_role(state, state.student, "student")
+    return {"criterion": stage.criterion, "amount": stage.amount}
+
+
+def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dict:
+    from robot_compress.compress.pruning import is_pruned, make_permanent
+    from robot_compress.compress.structured import structured_prune
+
+    model = state.student.model.cpu().eval()
+    if is_pruned(model):
+        make_permanent(model)
+    h, w = state.data.info.input_size
+    report = structured_prune(model, torch.zeros(1, 3, h, w), stage.ratio, ignored_layers=stage.ignored_layers or None)
+    model.to(state.device)
+    state.results["structured"] = {"ratio": stage.ratio, "report": _jsonable(report)}
+    return {"ratio": stage.ratio}
+
+
+def stage_export(state: State, stage: rc.ExportStage, index: int) -> dict:
+    from robot_compress.compress.export import export_onnx
+
+    model_id = stage.model_id or state.recipe.name
+    res = export_onnx(state.student.model, state.out / f"{model_id}.onnx", state.data.info, model_id=model_id,
+                      recipe=state.recipe.name, opset=stage.opset, atol=stage.atol, seed=state.recipe.seed)
+    state.student.model.to(state.device)
+    state.exported.append({"kind": "fp32", "path": res.path.name, "max_abs_diff": res.max_abs_diff,
+                           "params": res.params, "sparsity": float(res.metadata["sparsity"])})
+    return {"path": res.path.name, "max_abs_diff": res.max_abs_diff}
+
+
+def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
+    import numpy as np
+
+    from robot_compress.compress.quantize import quantize_onnx
+
+    fp32 = [e for e in state.exported if e["kind"] == "fp32"]
+    if not fp32:
+        raise PipelineError("the quantize stage needs an export stage before it")
+    src = state.out / fp32[-1]["path"]
+    n = min(stage.calibration_samples, len(state.data.train))
+    arrays = [np.asarray(state.data.train[i][0], dtype=np.float32)[None] for i in range(n)]
+    dst = src.with_name(src.stem + "_int8.onnx")
+    quantize_onnx(src, dst, arrays, per_channel=stage.per_channel)
+    state.exported.append({"kind": "int8", "path": dst.name, "params": fp32[-1]["params"],
+                           "sparsity": fp32[-1]["sparsity"]})
+    return {"path": dst.name}
+
+
+def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
+    from robot_compress.compress.evaluate import agreement, evaluate_onnx, evaluate_torch
+    from robot_compress.compress.export import update_card_metrics
+
+    info = state.data.info
+    torch_metrics = evaluate_torch(state.student.model, state.data.val, info, stage.batch_size, state.device)
+    state.results["student_final"] = torch_metrics
+    if state.teacher is not None:
+        state.results["teacher_final"] = evaluate_torch(state.teacher.model, state.data.val, info,
+                                                        stage.batch_size, state.device)
+    if stage.onnx:
+        for entry in state.exported:
+            m = evaluate_onnx(state.out / entry["path"], state.data.raw_val())
+            entry["metrics"] = m
+            entry["agreement_pts"] = agreement(torch_metrics, m)
+            if entry["kind"] == "fp32" or (state.out / entry["path"]).with_suffix(".json").is_file():
+                update_card_metrics(state.out / entry["path"], _scalars(m))
+    return {"metrics": torch_metrics}
+
+
+STAGES = {"train": stage_train, "distill": stage_distill, "prune": stage_prune, "finetune": stage_finetune,
+          "structured": stage_structured, "export": stage_export, "quantize": stage_quantize,
+          "evaluate": stage_evaluate}
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def _jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def summarize(state: State) -> dict:
+    """The run's metrics.json body: what report.py reads (never typed numbers)."""
+    from robot_compress.compress.evaluate import evaluate_torch
+
+    info, res = state.data.info, state.results
+    final = res.get("student_final") or evaluate_torch(state.student.model, state.data.val, info,
+                                                       device=state.device)
+    teacher = None
+    if state.teacher is not None:
+        t_metrics = res.get("teacher_final") or evaluate_torch(state.teacher.model, state.data.val, info,
+                                                               device=state.device)
+        teacher = {"model": state.teacher.name, "metrics": t_metrics,
+                   "params": param_counts(state.teacher.model, info.input_size)}
+    return {
+        "name": state.recipe.name,
+        "task": info.task,
+        "tags": state.recipe.tags,
+        "primary": final["primary"],
+        "dataset": {"kind": state.recipe.dataset.kind, "fingerprint": info.fingerprint,
+                    "input_size": list(info.input_size), "n_train": len(state.data.train),
+                    "n_val": len(state.data.val), "labels": list(info.labels)},
+        "teacher": teacher,
+        "student": {"model": state.student.name, "kd": bool(state.recipe.tags.get("kd", state.kd_used)),
+                    "metrics": final,
+                    "before_pruning": res.get("student_before_pruning"),
+                    "params": param_counts(state.student.model, info.input_size)},
+        "pruning": res.get("pruning"),
+        "structured": res.get("structured"),
+        "onnx": state.exported,
+        "stages": res.get("stages", []),
+    }

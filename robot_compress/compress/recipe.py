@@ -1,0 +1,185 @@
+"""Recipes: a whole compression pipeline as validated YAML.
+
+Every model is `extra="forbid"`, so a misspelt key is an error that names it
+(`stages.2.prune.amont: Extra inputs are not permitted`). Stages run in order on one
+"current" model (the student once a student exists); see `pipeline.run_recipe`.
+
+    name: tiny_synthetic_kd_classblind
+    seed: 0
+    dataset: {kind: synthetic_cls, input_size: [32, 32], val_fraction: 0.25}
+    teacher: {model: tiny_cnn, cfg: {width: 16}}
+    student: {model: tiny_cnn, cfg: {width: 8}}
+    stages:
+      - {stage: train, model: teacher, epochs: 2}
+      - {stage: distill, epochs: 2, temperature: 4.0, alpha: 0.9}
+      - {stage: prune, criterion: class-blind, amount: 0.5}
+      - {stage: finetune, epochs: 1}
+      - {stage: export}
+      - {stage: evaluate}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CRITERIA = ("random", "class-uniform", "class-blind")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be read or validated; the message names the bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    model: str = Field(description="registry name (robot_compress.compress.models) or 'pkg.mod:Callable'")
+    checkpoint: str | None = Field(None, description="weights to start from (our checkpoint or a plain state dict)")
+    cfg: dict[str, Any] = Field(default_factory=dict, description="extra builder keyword arguments")
+
+
+class DataSpec(_Strict):
+    kind: str
+    root: str | None = None
+    input_size: tuple[int, int] | None = None
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict, description="extra load_dataset keyword arguments")
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and (v[0] <= 0 or v[1] <= 0):
+            raise ValueError(f"input_size must be two positive ints [height, width], got {list(v)}")
+        return v
+
+
+class _TrainingStage(_Strict):
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(0.05, gt=0)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+
+
+class TrainStage(_TrainingStage):
+    stage: Literal["train"]
+    model: Literal["teacher", "student"] = "student"
+
+
+class DistillStage(_TrainingStage):
+    stage: Literal["distill"]
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+
+class PruneStage(_Strict):
+    stage: Literal["prune"]
+    criterion: Literal["random", "class-uniform", "class-blind"]
+    amount: float = Field(ge=0.0, lt=1.0, description="final fraction of prunable weights set to zero, in [0, 1)")
+    steps: int = Field(1, ge=1, description="1 = one-shot; n > 1 = iterative schedule (prune, fine-tune, repeat)")
+    epochs_between: int = Field(1, ge=0, description="fine-tuning epochs between iterative steps")
+
+
+class FinetuneStage(_TrainingStage):
+    stage: Literal["finetune"]
+    lr: float = Field(0.01, gt=0)
+    kd: bool = Field(False, description="keep distilling from the teacher while fine-tuning")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+
+class StructuredStage(_Strict):
+    stage: Literal["structured"]
+    ratio: float = Field(ge=0.0, lt=1.0, description="channel pruning ratio for torch-pruning")
+    ignored_layers: list[str] = Field(default_factory=list)
+
+
+class ExportStage(_Strict):
+    stage: Literal["export"]
+    opset: int = Field(17, ge=17)
+    atol: float = Field(1e-3, gt=0)
+    model_id: str | None = None
+
+
+class QuantizeStage(_Strict):
+    stage: Literal["quantize"]
+    calibration_samples: int = Field(32, ge=1)
+    per_channel: bool = True
+
+
+class EvaluateStage(_Strict):
+    stage: Literal["evaluate"]
+    onnx: bool = Field(True, description="also score the exported ONNX model(s) through the runtime Engine")
+    batch_size: int = Field(64, ge=1)
+
+
+Stage = Annotated[
+    TrainStage | DistillStage | PruneStage | FinetuneStage | StructuredStage | ExportStage | QuantizeStage
+    | EvaluateStage,
+    Field(discriminator="stage"),
+]
+
+
+class Recipe(_Strict):
+    name: str
+    seed: int = 0
+    output_dir: str | None = Field(None, description="default output dir (relative to the recipe file)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tags: dict[str, Any] = Field(default_factory=dict, description="free labels copied into metrics.json")
+    dataset: DataSpec
+    teacher: ModelSpec | None = None
+    student: ModelSpec
+    stages: list[Stage] = Field(min_length=1)
+
+    def stage_names(self) -> list[str]:
+        return [s.stage for s in self.stages]
+
+
+def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(f"{source}: {format_validation_error(exc)}") from None
+    needs_teacher = any(s.stage == "distill" or (s.stage == "finetune" and s.kd) for s in recipe.stages) or any(
+        s.stage == "train" and s.model == "teacher" for s in recipe.stages
+    )
+    if needs_teacher and recipe.teacher is None:
+        raise RecipeError(f"{source}: stages {recipe.stage_names()} need a 'teacher' entry")
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    return parse_recipe(data, source=str(path))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the key path (stage lists show the stage kind)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def dump_recipe(recipe: Recipe) -> dict:
+    return recipe.model_dump(mode="json")

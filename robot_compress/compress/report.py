@@ -1,0 +1,182 @@
+"""Tables and plots in the paper's form, built only from runs' metrics.json files (no typed numbers).
+
+- Table 2 (classification KD): teacher accuracy -> student accuracy, with and without KD.
+- Accuracy vs % pruned: one column per criterion, one table per (task, KD setting).
+- Table 3 (segmentation): pixel accuracy, mIoU and parameters per run.
+- Plots: accuracy vs % pruned (one line per criterion, dashed = no KD), accuracy vs effective parameters.
+Accuracies are printed in percent (the meters store fractions).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from robot_compress.compress.runinfo import METRICS_FILE, read_json
+
+
+class ReportError(ValueError):
+    pass
+
+
+def collect_runs(paths) -> list[dict]:
+    """Every metrics.json under the given dirs (a run dir, a sweep dir, or a file)."""
+    runs, seen = [], set()
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise ReportError(f"run path not found: {root}")
+        files = [root] if root.is_file() else sorted(root.rglob(METRICS_FILE))
+        for f in files:
+            if f.resolve() in seen:
+                continue
+            seen.add(f.resolve())
+            data = read_json(f)
+            if isinstance(data, dict) and "student" in data and "primary" in data:
+                data["_dir"] = str(f.parent)
+                runs.append(data)
+    if not runs:
+        raise ReportError(f"no finished runs (metrics.json with results) under {[str(p) for p in paths]}")
+    return runs
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100.0 * float(value):.2f}"
+
+
+def _acc(metrics: dict | None, key: str):
+    return None if not metrics else metrics.get(key)
+
+
+def _amount(run: dict) -> float:
+    return float(run["pruning"]["amount"]) if run.get("pruning") else 0.0
+
+
+def _kd(run: dict) -> bool:
+    return bool(run["student"].get("kd"))
+
+
+def table_kd(runs: list[dict]) -> list[str]:
+    """Table 2: teacher acc -> student acc (the student before any pruning)."""
+    rows = {}
+    for r in runs:
+        if r["task"] != "classification" or not r.get("teacher"):
+            continue
+        student_acc = _acc(r["student"].get("before_pruning") or r["student"]["metrics"], "top1")
+        key = (r["teacher"]["model"], r["student"]["model"], _kd(r))
+        rows.setdefault(key, (r["teacher"]["metrics"]["top1"], student_acc, r["student"]["params"]["total"],
+                              r["teacher"]["params"]["total"]))
+    if not rows:
+        return []
+    out = ["## Table 2: knowledge distillation (top-1 %, validation split)", "",
+           "| teacher | teacher params | teacher acc | student | student params | KD | student acc |",
+           "|---|---:|---:|---|---:|---|---:|"]
+    for (t, s, kd), (t_acc, s_acc, s_params, t_params) in sorted(rows.items()):
+        out.append(f"| {t} | {t_params} | {_pct(t_acc)} | {s} | {s_params} | {'yes' if kd else 'no'} | "
+                   f"{_pct(s_acc)} |")
+    return out + [""]
+
+
+def pruning_series(runs: list[dict]) -> dict:
+    """{(task, student, kd): {criterion: [(amount, accuracy, effective_params), ...]}} sorted by amount."""
+    series: dict = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if not r.get("pruning"):
+            continue
+        m = r["student"]["metrics"]
+        key = (r["task"], r["student"]["model"], _kd(r))
+        series[key][r["pruning"]["criterion"]].append(
+            (_amount(r), m[r["primary"]], r["student"]["params"].get("effective")))
+    return {k: {c: sorted(v) for c, v in crit.items()} for k, crit in series.items()}
+
+
+def table_pruning(series: dict) -> list[str]:
+    out = []
+    for (task, student, kd), crit in sorted(series.items()):
+        metric = "top-1 %" if task == "classification" else "pixel accuracy %"
+        names = sorted(crit)
+        amounts = sorted({a for pts in crit.values() for a, _, _ in pts})
+        out += [f"## Accuracy vs % pruned: {student} ({task}, KD {'on' if kd else 'off'}; {metric})", "",
+                "| % pruned | " + " | ".join(names) + " | " + " | ".join(f"eff. params ({n})" for n in names) + " |",
+                "|---:|" + "---:|" * (2 * len(names))]
+        for a in amounts:
+            acc = [next((_pct(v) for x, v, _ in crit[n] if x == a), "") for n in names]
+            eff = [next((str(e) for x, _, e in crit[n] if x == a), "") for n in names]
+            out.append(f"| {100 * a:g} | " + " | ".join(acc) + " | " + " | ".join(eff) + " |")
+        out.append("")
+    return out
+
+
+def table_segmentation(runs: list[dict]) -> list[str]:
+    seg = [r for r in runs if r["task"] == "segmentation"]
+    if not seg:
+        return []
+    out = ["## Table 3: segmentation (validation split)", "",
+           "| run | model | KD | criterion | % pruned | pixel acc % | mIoU % | params | effective params | "
+           "ONNX pixel acc % |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(seg, key=lambda r: (r["name"], _amount(r))):
+        m, p = r["student"]["metrics"], r["student"]["params"]
+        onnx = next((e.get("metrics") for e in r.get("onnx", []) if e.get("kind") == "fp32" and e.get("metrics")),
+                    None)
+        crit = r["pruning"]["criterion"] if r.get("pruning") else "-"
+        out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {crit} | "
+                   f"{100 * _amount(r):g} | {_pct(m.get('pixel_acc'))} | {_pct(m.get('miou'))} | {p.get('total')} | "
+                   f"{p.get('effective')} | {_pct(_acc(onnx, 'pixel_acc'))} |")
+    if seg[0].get("teacher"):
+        t = seg[0]["teacher"]
+        out += ["", f"Teacher {t['model']}: pixel acc {_pct(t['metrics'].get('pixel_acc'))} %, "
+                    f"mIoU {_pct(t['metrics'].get('miou'))} %, {t['params']['total']} params."]
+    return out + [""]
+
+
+def plot_series(series: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    by_task: dict = defaultdict(dict)
+    for (task, student, kd), crit in series.items():
+        by_task[(task, student)][kd] = crit
+    for (task, student), per_kd in sorted(by_task.items()):
+        label = "top-1 accuracy (%)" if task == "classification" else "pixel accuracy (%)"
+        for kind, xlabel in (("pruned", "% of weights pruned"), ("effective", "effective parameters")):
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for kd, crit in sorted(per_kd.items(), reverse=True):
+                for name, pts in sorted(crit.items()):
+                    xs = [100 * a if kind == "pruned" else e for a, _, e in pts]
+                    ys = [100 * v for _, v, _ in pts]
+                    ax.plot(xs, ys, marker="o", linestyle="-" if kd else "--",
+                            label=f"{name} ({'KD' if kd else 'no KD'})")
+            if kind == "effective":
+                ax.invert_xaxis()
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+            ax.set_title(f"{student}: accuracy vs {xlabel}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = out_dir / f"{task}_{student}_acc_vs_{kind}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def write_report(run_paths, out_dir) -> Path:
+    runs = collect_runs(run_paths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    series = pruning_series(runs)
+    plots = plot_series(series, out) if series else []
+    lines = ["# robot_compress report", "",
+             f"{len(runs)} finished run(s); numbers read from each run's metrics.json "
+             f"(commits: {', '.join(sorted({r.get('commit', 'unknown')[:10] for r in runs}))}).", ""]
+    lines += table_kd(runs) + table_pruning(series) + table_segmentation(runs)
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    lines += ["## Runs", "", "| run | dir | dataset fingerprint |", "|---|---|---|"]
+    lines += [f"| {r['name']} | {r['_dir']} | {r.get('dataset_fingerprint')} |" for r in runs]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,101 @@
+"""Grid over pruning criteria x amounts x KD on/off, as in the paper's pruning figures.
+
+The base recipe is split at its first prune stage. The part before it (teacher, distillation or plain
+student training) runs once per KD setting into `<out>/base-kd` / `<out>/base-nokd`; KD off replaces each
+distill stage by plain training of the student with the same optimiser settings. Every cell then starts
+from that base's `student.pt` and runs the rest (prune with the cell's criterion and amount, fine-tune,
+export, evaluate) into `<out>/<kd|nokd>/<criterion>/<amount>`. A cell or base whose metrics.json exists is
+skipped, so rerunning an interrupted sweep finishes only what is missing.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from robot_compress.compress import recipe as rc
+from robot_compress.compress.runinfo import is_finished, read_json
+
+
+class SweepError(ValueError):
+    pass
+
+
+def split_at_prune(recipe: rc.Recipe) -> tuple[list, list]:
+    names = recipe.stage_names()
+    if "prune" not in names:
+        raise SweepError(f"recipe {recipe.name!r} has no prune stage to sweep over (stages: {names})")
+    cut = names.index("prune")
+    return list(recipe.stages[:cut]), list(recipe.stages[cut:])
+
+
+def base_recipe(recipe: rc.Recipe, kd: bool) -> rc.Recipe:
+    prefix, _ = split_at_prune(recipe)
+    stages = []
+    for stage in prefix:
+        if stage.stage == "distill" and not kd:
+            fields = stage.model_dump(include=set(rc.TrainStage.model_fields) - {"stage", "model"})
+            stage = rc.TrainStage(stage="train", model="student", **fields)
+        stages.append(stage)
+    if kd and not any(s.stage == "distill" for s in stages):
+        raise SweepError(f"KD on needs a distill stage before the prune stage in recipe {recipe.name!r}")
+    stages.append(rc.EvaluateStage(stage="evaluate", onnx=False))
+    return recipe.model_copy(update={"name": f"{recipe.name}-base-{'kd' if kd else 'nokd'}", "stages": stages,
+                                     "tags": {**recipe.tags, "kd": kd}})
+
+
+def cell_recipe(recipe: rc.Recipe, base_dir: Path, kd: bool, criterion: str, amount: float) -> rc.Recipe:
+    _, suffix = split_at_prune(recipe)
+    stages = []
+    for stage in suffix:
+        if stage.stage == "prune":
+            stage = stage.model_copy(update={"criterion": criterion, "amount": amount})
+        stages.append(stage)
+    student_ckpt = base_dir / "student.pt"
+    student = recipe.student.model_copy(update={"checkpoint": str(student_ckpt)}) if student_ckpt.is_file() \
+        else recipe.student
+    teacher = recipe.teacher
+    if teacher is not None and (base_dir / "teacher.pt").is_file():
+        teacher = teacher.model_copy(update={"checkpoint": str(base_dir / "teacher.pt")})
+    needs_teacher = any(s.stage == "finetune" and s.kd for s in stages)
+    # Keep the teacher when there is one so each cell's metrics.json carries the teacher's accuracy too.
+    return recipe.model_copy(update={
+        "name": f"{recipe.name}-{'kd' if kd else 'nokd'}-{criterion}-{amount:g}",
+        "student": student,
+        "teacher": teacher if (needs_teacher or teacher is not None) else None,
+        "stages": stages,
+        "tags": {**recipe.tags, "kd": kd, "sweep": recipe.name},
+    })
+
+
+def cell_dir(out: Path, kd: bool, criterion: str, amount: float) -> Path:
+    return out / ("kd" if kd else "nokd") / criterion / f"{amount:g}"
+
+
+def run_sweep(recipe: rc.Recipe, out_dir: str | Path, criteria, amounts, kd_modes=(True, False),
+              log: Callable[[str], None] = print) -> list[dict]:
+    from robot_compress.compress.pipeline import run_recipe
+
+    out = Path(out_dir)
+    split_at_prune(recipe)
+    bad = [c for c in criteria if c not in rc.CRITERIA]
+    if bad:
+        raise SweepError(f"unknown pruning criteria {bad}; choose from {list(rc.CRITERIA)}")
+    for a in amounts:
+        if not 0.0 <= float(a) < 1.0:
+            raise SweepError(f"pruning amount must be in [0, 1), got {a}")
+    results = []
+    for kd in kd_modes:
+        base_dir = out / f"base-{'kd' if kd else 'nokd'}"
+        if is_finished(base_dir):
+            log(f"skip finished {base_dir}")
+        else:
+            run_recipe(base_recipe(recipe, kd), base_dir, log=log)
+        for criterion in criteria:
+            for amount in amounts:
+                cdir = cell_dir(out, kd, criterion, float(amount))
+                if is_finished(cdir):
+                    log(f"skip finished {cdir}")
+                else:
+                    run_recipe(cell_recipe(recipe, base_dir, kd, criterion, float(amount)), cdir, log=log)
+                results.append(read_json(cdir / "metrics.json"))
+    return results
