@@ -43,8 +43,9 @@ class NodeProcess:
     """perception_node (or any module with main) in a subprocess, started the way launch starts it."""
 
     def __init__(self, params_file=None, params: dict | None = None, module: str = NODE_MODULE,
-                 log_dir=None, env: dict | None = None, command: list[str] | None = None):
-        ros_args = []
+                 log_dir=None, env: dict | None = None, command: list[str] | None = None,
+                 node_name: str | None = None):
+        ros_args = ["-r", f"__node:={node_name}"] if node_name else []
         if params_file is not None:
             ros_args += ["--params-file", str(params_file)]
         for key, value in (params or {}).items():
