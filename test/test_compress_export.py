@@ -1,0 +1,110 @@
+"""ONNX export round trip: torch == ONNX within tolerance, the runtime metadata contract, the model card."""
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from robot_compress.compress.export import ExportError, export_onnx  # noqa: E402
+from robot_compress.compress.models import get_model  # noqa: E402
+from robot_compress.compress.pruning import is_pruned, prune_model  # noqa: E402
+from robot_compress.runtime.engine import Engine, read_metadata  # noqa: E402
+from robot_compress.runtime.metadata import REQUIRED_KEYS  # noqa: E402
+
+pytestmark = pytest.mark.toolkit
+
+
+def _info(task, labels, size, ignore_index=None):
+    return types.SimpleNamespace(task=task, labels=labels, input_size=size, mean=(0.4, 0.5, 0.6),
+                                 std=(0.2, 0.25, 0.3), ignore_index=ignore_index, fingerprint="fp-test-123",
+                                 source="synthetic")
+
+
+def _onnx_weight_sparsity(path) -> float:
+    """Zero fraction over the weight initializers of Conv/Gemm nodes in the exported graph."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = [inits[n.input[1]] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in inits]
+    total = sum(w.size for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / total
+
+
+def _torch_on_engine_input(model, engine, rgb):
+    x = torch.from_numpy(engine.preprocess(rgb).copy())
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+@pytest.mark.parametrize("task,name,size", [("classification", "tiny_cnn", (32, 32)),
+                                            ("segmentation", "tiny_segnet", (24, 40))])
+def test_round_trip_metadata_and_card(tmp_path, task, name, size):
+    torch.manual_seed(0)
+    labels = ["a", "b", "c", "d"]
+    info = _info(task, labels, size, ignore_index=4 if task == "segmentation" else None)
+    model = get_model(name, len(labels)).eval()
+    prune_model(model, "class-blind", 0.5, seed=0)
+    path = tmp_path / f"{name}.onnx"
+
+    res = export_onnx(model, path, info, model_id=f"{name}_cb50", recipe="unit-test")
+
+    # The caller's model keeps its masks; the exported graph has them baked in.
+    assert is_pruned(model)
+    assert res.max_abs_diff < 1e-4
+    assert _onnx_weight_sparsity(path) >= 0.5 - 1e-3
+    # Dynamic batch and equality on a fresh random batch.
+    import onnxruntime as ort
+
+    x = torch.randn(4, 3, *size)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x.numpy()})[0]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+    proto = onnx.load(str(path))
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == ["logits"]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert set(REQUIRED_KEYS) <= set(props)
+    meta = read_metadata(path)
+    assert meta.task == task and list(meta.labels) == labels and meta.input_size == size
+    assert meta.mean == (0.4, 0.5, 0.6) and meta.std == (0.2, 0.25, 0.3) and meta.color_order == "RGB"
+    assert meta.model_id == f"{name}_cb50"
+    assert meta.ignore_index == (4 if task == "segmentation" else None)
+    assert {"recipe", "commit", "dataset_fingerprint", "created"} <= set(meta.provenance)
+    assert meta.provenance["recipe"] == "unit-test" and meta.provenance["dataset_fingerprint"] == "fp-test-123"
+    assert int(meta.extra["params_total"]) >= int(meta.extra["params_nonzero"]) >= int(meta.extra["params_effective"])
+    assert abs(float(meta.extra["sparsity"]) - 0.5) < 0.01
+    assert len(json.loads(meta.extra["sparsity_per_layer"])) >= 3
+
+    # The runtime Engine runs it and agrees with torch on the same preprocessed frame.
+    engine = Engine(path)
+    rgb = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    np.testing.assert_allclose(engine.logits(rgb), _torch_on_engine_input(model, engine, rgb), atol=1e-4)
+
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["model_id"] == f"{name}_cb50" and card["labels"] == labels
+    assert card["params"]["total"] == int(meta.extra["params_total"])
+    md = path.with_suffix(".md").read_text()
+    assert f"# Model card: {name}_cb50" in md and "Per-layer sparsity" in md
+
+
+def test_unpruned_export_has_zero_sparsity(tmp_path):
+    model = get_model("tiny_cnn", 3)
+    res = export_onnx(model, tmp_path / "plain.onnx", _info("classification", ["x", "y", "z"], (16, 16)))
+    assert float(res.metadata["sparsity"]) == 0.0
+    assert res.params["weight_sparsity"] == 0.0 and res.params["nonzero"] <= res.params["total"]
+
+
+def test_old_opset_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="opset"):
+        export_onnx(get_model("tiny_cnn", 2), tmp_path / "m.onnx", _info("classification", ["a", "b"], (16, 16)),
+                    opset=13)
+    assert not (tmp_path / "m.onnx").exists()
