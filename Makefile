@@ -7,8 +7,11 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # A stamp per requirements set: re-install only when the pinned files change.
 RUNTIME_STAMP := $(VENV)/.runtime-$(shell cat requirements/runtime.txt requirements/dev.txt setup.py | sha1sum | cut -c1-12)
 TOOLKIT_STAMP := $(VENV)/.toolkit-$(shell cat requirements/compress.txt | sha1sum | cut -c1-12)
+# The edge server (PyTriton, numpy<2) has a venv of its own.
+EDGE_VENV := .venv-edge
+EDGE_STAMP := $(EDGE_VENV)/.edge-$(shell cat requirements/edge.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup setup-toolkit test demo bench lint clean
+.PHONY: setup setup-toolkit edge-venv test demo bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +29,14 @@ setup: $(RUNTIME_STAMP)
 
 setup-toolkit: $(TOOLKIT_STAMP)
 
-test: setup-toolkit
+$(EDGE_STAMP):
+	$(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements/edge.txt
+	touch $@
+
+edge-venv: $(EDGE_STAMP)
+
+test: setup-toolkit edge-venv
 	$(PY) -m pytest
 
 demo: setup

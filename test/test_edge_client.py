@@ -1,0 +1,127 @@
+"""KServe v2 client: against the real Triton server on loopback, and against servers that lie."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edge_fixtures import TEACHER_HW, start_server, teacher_and_student
+
+from robot_compress.runtime import failover
+from robot_compress.runtime.edge_client import (
+    EdgeClient,
+    EdgeConnectionError,
+    EdgeResponseError,
+    EdgeServerError,
+    EdgeTimeout,
+)
+from robot_compress.runtime.engine import Engine, read_metadata
+from robot_compress.tools.faultproxy import GARBAGE_KINDS, FaultProxy, MisbehavingServer
+from robot_compress.tools.serve import free_port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("edge")
+    teacher, student = teacher_and_student(tmp)
+    server = start_server([teacher], tmp, payloads=("raw", "jpeg", "float"))
+    yield server, teacher, student
+    server.stop()
+
+
+def frame(h=120, w=160, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("payload", ["raw", "float", "jpeg"])
+def test_real_server_answers_like_the_local_engine(served, payload):
+    server, teacher, _ = served
+    client = EdgeClient(server.url, "teacher_seg", read_metadata(teacher), payload=payload)
+    assert client.server_ready() and client.model_ready()
+    big = client.infer(frame(), timeout_s=5.0)  # resized on the client, mask resized back
+    assert big.source == "edge" and big.model_id == "teacher_seg"
+    assert big.mask.shape == (120, 160) and big.mask.dtype == np.uint8
+    # at the teacher's own size nothing is resampled: the edge mask equals the teacher run locally
+    rgb = frame(*TEACHER_HW, seed=3)
+    got = client.infer(rgb, timeout_s=5.0).mask
+    want = Engine(teacher).infer(rgb).mask
+    agree = float((want == got).mean())
+    assert agree > (0.999 if payload != "jpeg" else 0.3), agree  # JPEG is lossy on noise
+    client.close()
+
+
+def test_connection_is_reused_across_requests(served):
+    server, teacher, _ = served
+    client = EdgeClient(server.url, "teacher_seg", read_metadata(teacher))
+    for i in range(10):
+        client.infer(frame(seed=i), timeout_s=5.0)
+    assert client.connections_opened == 1
+
+
+def test_unknown_model_is_not_ready_and_describe_fails_clearly(served):
+    server, teacher, _ = served
+    client = EdgeClient(server.url, "no_such_model", read_metadata(teacher))
+    assert client.server_ready() and not client.model_ready()
+    with pytest.raises(EdgeServerError, match="no_such_model"):
+        client.infer(frame(), timeout_s=2.0)
+
+
+def test_class_count_mismatch_with_local_contract_is_rejected(served, tmp_path):
+    from robot_compress.tools.synthetic_models import make_model
+
+    server, _, _ = served
+    other = read_metadata(make_model(tmp_path / "five.onnx", labels=list("abcde"), input_size=(8, 8)))
+    client = EdgeClient(server.url, "teacher_seg", other)
+    with pytest.raises(EdgeResponseError, match="class id"):
+        for i in range(5):  # random weights: some frame's mask uses a class id >= 5
+            client.infer(frame(seed=i), timeout_s=5.0)
+
+
+def test_nothing_listening_is_a_connect_error():
+    client = EdgeClient(f"http://127.0.0.1:{free_port()}", "m", _seg_meta())
+    with pytest.raises(EdgeConnectionError) as info:
+        client.infer(frame(), timeout_s=1.0)
+    assert info.value.kind == failover.CONNECT
+    assert not client.server_ready(0.2)
+
+
+def test_blackhole_times_out_within_the_given_deadline():
+    import time
+
+    with MisbehavingServer("m", TEACHER_HW, 11, kind="valid") as upstream, FaultProxy(upstream.port) as proxy:
+        proxy.blackhole()
+        client = EdgeClient(proxy.url, "m", _seg_meta())
+        t0 = time.monotonic()
+        with pytest.raises(EdgeTimeout) as info:
+            client.infer(frame(), timeout_s=0.3)
+        assert time.monotonic() - t0 < 2.0
+        assert info.value.kind == failover.TIMEOUT
+
+
+@pytest.mark.parametrize("kind", GARBAGE_KINDS)
+def test_garbage_responses_raise_and_never_become_results(kind):
+    with MisbehavingServer("m", TEACHER_HW, 11, kind=kind) as server:
+        client = EdgeClient(server.url, "m", _seg_meta())
+        with pytest.raises((EdgeResponseError, EdgeServerError, EdgeConnectionError)) as info:
+            client.infer(frame(), timeout_s=2.0)
+        assert info.value.kind in (failover.INVALID, failover.SERVER, failover.CONNECT)
+        assert server.requests >= 1
+
+
+def test_valid_look_alike_answer_is_accepted():
+    """The control for the garbage cases: the same server with a well-formed answer gives a result."""
+    with MisbehavingServer("m", TEACHER_HW, 11, kind="valid") as server:
+        result = EdgeClient(server.url, "m", _seg_meta()).infer(frame(), timeout_s=2.0)
+        assert result.model_id == "bogus" and int(result.mask.max()) == 0
+
+
+def test_bad_url_and_payload_are_rejected():
+    with pytest.raises(ValueError, match="edge_url"):
+        EdgeClient("ftp://x", "m", _seg_meta())
+    with pytest.raises(ValueError, match="payload"):
+        EdgeClient("http://127.0.0.1:1", "m", _seg_meta(), payload="png")
+
+
+def _seg_meta():
+    from robot_compress.runtime.metadata import ModelMetadata
+    from robot_compress.tools.synthetic_models import CAMVID_LABELS
+
+    return ModelMetadata("segmentation", tuple(CAMVID_LABELS), (48, 64), "RGB", (0.5,) * 3, (0.25,) * 3, {}, "student")
