@@ -53,6 +53,8 @@ def raw_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian: 
     pix = rows.reshape(height, width, channels)
     if order is None:  # mono8: replicate the single channel
         return np.repeat(pix, 3, axis=2)
+    if order == (0, 1, 2):  # a slice copy, not fancy indexing: ~0.05 ms instead of ~4 ms for 640x480 rgb8
+        return pix[:, :, :3].copy()
     return np.ascontiguousarray(pix[:, :, list(order)])
 
 
