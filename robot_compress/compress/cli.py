@@ -53,8 +53,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block is one `--help` away)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"robot-compress {command}", description=description)
+    return _Parser(prog=f"robot-compress {command}", description=description)
 
 
 def _add_data(p: argparse.ArgumentParser, required: bool = True):

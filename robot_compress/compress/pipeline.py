@@ -174,6 +174,7 @@ def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] =
 def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
     state = prepare(recipe, out_dir, log)
     state.run.start()
+    state.log = _tee(log, state.out / "log.txt")
     try:
         for index, stage in enumerate(recipe.stages):
             t0 = time.perf_counter()
@@ -189,6 +190,18 @@ def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None
         raise
     state.run.succeed(metrics)
     return metrics
+
+
+def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
+    """Log to the caller and append to the run's log.txt (which survives reruns: resume shows up there)."""
+    from robot_compress.compress.runinfo import utc_now
+
+    def both(msg: str) -> None:
+        log(msg)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{utc_now()} {msg}\n")
+
+    return both
 
 
 def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None, teacher=None) -> dict:
