@@ -112,6 +112,7 @@ class FaultProxy:
             except OSError:
                 return
             self.connections += 1
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle/delayed-ACK stalls added
             mode = self.mode()
             if mode == DOWN:
                 _reset(client)
@@ -121,6 +122,7 @@ class FaultProxy:
                 try:
                     upstream = socket.create_connection(self.target, timeout=1.0)
                     upstream.settimeout(None)
+                    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except OSError:
                     _reset(client)  # server gone: the client sees the link refuse, as it would
                     continue
