@@ -1,0 +1,132 @@
+"""A recipe run end to end on synthetic data: teacher -> KD student -> class-blind prune -> fine-tune ->
+ONNX export -> evaluation through the runtime Engine -> report with tables and plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from robot_compress.cli import main  # noqa: E402
+from robot_compress.compress.recipe import load_recipe  # noqa: E402
+
+pytestmark = pytest.mark.toolkit
+RECIPE = Path(__file__).resolve().parents[1] / "config" / "recipes" / "tiny_synthetic_kd_classblind.yaml"
+
+
+def _onnx_weight_sparsity(path) -> float:
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = [inits[n.input[1]] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in inits]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    assert main(["run", str(RECIPE), "--out", str(out)]) == 0
+    return out
+
+
+def test_output_dir_records_inputs_and_metrics(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "succeeded" and not (run_dir / "FAILED").exists()
+    assert (run_dir / "recipe.yaml").is_file() and run["config"]["name"] == "tiny_synthetic_kd_classblind"
+    assert len(metrics["commit"]) == 40 or metrics["commit"] == "unknown"
+    assert metrics["dataset_fingerprint"] and metrics["dataset_fingerprint"] == metrics["dataset"]["fingerprint"]
+    assert metrics["seeds"]["seed"] == 0 and "data_split" in metrics["seeds"]
+    assert [s["stage"] for s in metrics["stages"]] == ["train", "distill", "prune", "finetune", "export", "evaluate"]
+    assert metrics["student"]["kd"] is True and metrics["teacher"]["model"] == "tiny_cnn"
+    # The whole chain learns the synthetic task (4 classes: chance is 25 %).
+    assert metrics["teacher"]["metrics"]["top1"] > 0.6
+    assert metrics["student"]["metrics"]["top1"] > 0.6
+    assert 0 < metrics["student"]["params"]["effective"] <= metrics["student"]["params"]["nonzero"]
+
+
+def test_exported_model_is_pruned_as_requested_and_loads_in_engine(run_dir):
+    from robot_compress.runtime.engine import Engine
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    onnx_entry = metrics["onnx"][0]
+    path = run_dir / onnx_entry["path"]
+    # Masks were made permanent: the plain ONNX weights hold the zeros (class-blind amount 0.5).
+    assert abs(_onnx_weight_sparsity(path) - 0.5) < 0.01
+    assert abs(onnx_entry["sparsity"] - 0.5) < 0.01
+    engine = Engine(path)
+    recipe = load_recipe(RECIPE)
+    assert engine.meta.task == "classification" and engine.meta.num_classes == 4
+    assert engine.meta.input_size == tuple(recipe.dataset.input_size)
+    assert engine.meta.model_id == "tiny_cnn_kd_cb50"
+    assert engine.meta.provenance["recipe"] == recipe.name
+    assert engine.meta.provenance["dataset_fingerprint"] == metrics["dataset_fingerprint"]
+    assert (path.with_suffix(".md")).is_file() and json.loads(path.with_suffix(".json").read_text())["metrics"]
+    # The pruned student checkpoint still carries its masks (fine-tuning kept them).
+    state = torch.load(run_dir / "student.pt", map_location="cpu", weights_only=False)
+    masks = [v for k, v in state["model"].items() if k.endswith("weight_mask")]
+    assert masks and abs(1 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks) - 0.5) < 0.01
+
+
+def test_torch_and_engine_metrics_agree(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    entry = metrics["onnx"][0]
+    assert entry["metrics"]["n"] == metrics["student"]["metrics"]["n"] == metrics["dataset"]["n_val"]
+    assert entry["agreement_pts"]["top1"] <= 0.1
+    assert abs(entry["metrics"]["top1"] - metrics["student"]["metrics"]["top1"]) * 100 <= 0.1
+
+
+def test_segmentation_torch_and_engine_agree(tmp_path):
+    """Segmentation through the same path: pixel accuracy/mIoU from torch and from the Engine agree."""
+    from robot_compress.compress import recipe as rc
+    from robot_compress.compress.pipeline import run_recipe
+
+    recipe = rc.parse_recipe({
+        "name": "tiny_seg", "dataset": {"kind": "synthetic_seg", "input_size": [24, 32], "val_fraction": 0.25,
+                                        "options": {"n": 24}},
+        "student": {"model": "tiny_segnet"},
+        "stages": [{"stage": "train", "epochs": 1, "batch_size": 8},
+                   {"stage": "prune", "criterion": "class-uniform", "amount": 0.3},
+                   {"stage": "export"}, {"stage": "evaluate"}],
+    })
+    metrics = run_recipe(recipe, tmp_path / "seg", log=lambda _msg: None)
+    torch_m, onnx_m = metrics["student"]["metrics"], metrics["onnx"][0]["metrics"]
+    assert torch_m["n_pixels"] == onnx_m["n_pixels"] > 0
+    assert abs(torch_m["pixel_acc"] - onnx_m["pixel_acc"]) * 100 <= 0.1
+    assert abs(torch_m["miou"] - onnx_m["miou"]) * 100 <= 0.1
+
+
+def test_report_has_tables_and_plot(run_dir, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "## Table 2" in text and "## Accuracy vs % pruned" in text
+    student_pct = f"{100 * metrics['student']['metrics']['top1']:.2f}"
+    assert f"| 50 | {student_pct} |" in text  # the number comes from metrics.json, not typed in
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert any(p.name.endswith("acc_vs_pruned.png") for p in pngs)
+
+
+def test_sweep_resumes_and_reports(tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(RECIPE), "--out", str(out), "--criteria", "class-blind", "random", "--amounts", "0.6",
+            "--kd", "on"]
+    assert main(argv) == 0
+    cells = sorted(out.rglob("metrics.json"))
+    assert len(cells) == 3  # base + 2 cells
+    stamps = {p: p.stat().st_mtime_ns for p in cells}
+    assert main(argv) == 0  # everything finished: nothing reruns
+    assert {p: p.stat().st_mtime_ns for p in cells} == stamps
+    sparsities = {json.loads(p.read_text())["pruning"]["criterion"]: json.loads(p.read_text())["onnx"][0]["sparsity"]
+                  for p in cells if "pruning" in p.read_text() and json.loads(p.read_text())["pruning"]}
+    assert set(sparsities) == {"class-blind", "random"}
+    assert all(abs(s - 0.6) < 0.01 for s in sparsities.values())
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| % pruned | class-blind | random |" in text
