@@ -218,7 +218,8 @@ def _bad_startup_cases(tmp_path):
         "missing_model_name": ({"model_path": "no_such_model.onnx"}, ["no_such_model.onnx", "models"]),
         "metadata_key_missing": ({"model_path": str(no_labels)}, ["labels"]),
         "mode_foo": ({"model_path": str(good), "mode": "foo"}, ["'mode'", "local, edge, auto", "foo"]),
-        "mode_edge_not_built": ({"model_path": str(good), "mode": "edge"}, ["not available yet"]),
+        "edge_hedge_after_deadline": ({"model_path": str(good), "mode": "auto", "hedge_after_ms": 500.0},
+                                      ["'hedge_after_ms'", "frame_deadline_ms"]),
         "threads_0": ({"model_path": str(good), "threads": 0}, ["'threads'", ">= 1"]),
         "threads_wrong_type": ({"model_path": str(good), "threads": 1.5}, ["'threads'", "int"]),
         "reliability_foo": ({"model_path": str(good), "qos_reliability": "foo"}, ["qos_reliability"]),
@@ -226,7 +227,7 @@ def _bad_startup_cases(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_absolute_path", "missing_model_name", "metadata_key_missing", "mode_foo",
-                                  "mode_edge_not_built", "threads_0", "threads_wrong_type", "reliability_foo"])
+                                  "edge_hedge_after_deadline", "threads_0", "threads_wrong_type", "reliability_foo"])
 def test_bad_start_up_fails_with_one_clear_message(tmp_path, case):
     params, expected = _bad_startup_cases(tmp_path)[case]
     rc, output = _startup_failure(tmp_path, **params)

@@ -99,11 +99,32 @@ PARAMETERS: tuple[Param, ...] = (
     Param("qos_reliability", "best_effort", "Camera subscription reliability: best_effort|reliable.",
           _one_of(*qos.RELIABILITY)),
     Param("top_k", 5, "Classification labels per result, integer >= 1.", _at_least(1)),
-    Param("mode", "local", "Where frames are processed: local|edge|auto (edge and auto arrive with edge "
-          "offload; today only local runs).", _one_of(*MODES)),
+    Param("mode", "local", "Where frames are processed: local|edge|auto. local: on-robot model only, no "
+          "network; edge: edge server only (a failed frame is an error); auto: edge with hedged local "
+          "failover (docs/EDGE.md).", _one_of(*MODES)),
     Param("frame_deadline_ms", 100.0, "Per-frame deadline after receipt in ms (> 0); misses are counted "
           "and drive failover in auto mode.", _positive),
     Param("diagnostics_period_s", 1.0, "Period of /diagnostics reports in seconds (> 0).", _positive),
+    # Edge offload (mode edge|auto; see robot_compress/runtime/failover.py for the state table).
+    Param("edge_url", "http://127.0.0.1:8000", "Edge server base URL, KServe v2 over HTTP: http://HOST:PORT.",
+          lambda v: None if v.startswith("http://") else "must look like http://HOST:PORT"),
+    Param("edge_model", "", "Model name on the edge server; empty: the local model's model_id."),
+    Param("edge_payload", "raw", "Frame encoding sent to the edge: raw|jpeg|float (raw: uint8 at the "
+          "teacher's input size; measured fastest, docs/EDGE.md).", _one_of("raw", "jpeg", "float")),
+    Param("hedge_after_ms", 40.0, "auto: start local inference if the edge has not answered after this many "
+          "ms (0..frame_deadline_ms).", _at_least(0.0)),
+    Param("failure_threshold", 5, "auto: consecutive edge failures that switch to local, integer >= 1.",
+          _at_least(1)),
+    Param("recovery_probes", 3, "auto: consecutive healthy probes needed to return to the edge, integer >= 1.",
+          _at_least(1)),
+    Param("probe_interval_ms", 200.0, "auto: first probe delay and spacing of healthy probes in ms (> 0).",
+          _positive),
+    Param("probe_backoff", 2.0, "auto: factor (>= 1) by which the probe delay grows after a failed probe.",
+          _at_least(1.0)),
+    Param("probe_backoff_max_ms", 1000.0, "auto: cap of the probe delay in ms (>= probe_interval_ms); bounds "
+          "the time to notice a restored link.", _positive),
+    Param("edge_max_in_flight", 4, "Edge requests outstanding at once, integer >= 1; beyond it a frame is "
+          "answered locally.", _at_least(1)),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
@@ -135,11 +156,16 @@ def resolve_model_path(value: str) -> Path:
     )
 
 
-def make_processor(mode: str, engine: Engine, params: dict) -> FrameProcessor:
+def make_processor(mode: str, engine: Engine, params: dict, log=None) -> FrameProcessor:
     """The one place that decides how frames are processed (edge offload / failover plug in here)."""
     if mode == "local":
         return LocalProcessor(engine)
-    raise ConfigError(f"mode {mode!r} is not available yet (edge offload is not built); use mode:=local")
+    from robot_compress.runtime.offload import offload_from_params
+
+    try:
+        return offload_from_params(mode, engine, params, log=log)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class PerceptionNode(Node):
@@ -149,7 +175,7 @@ class PerceptionNode(Node):
         p = self.params
         model_path = resolve_model_path(p["model_path"])
         self.engine = Engine(model_path, threads=p["threads"], top_k=p["top_k"])
-        self.processor = make_processor(p["mode"], self.engine, p)
+        self.processor = make_processor(p["mode"], self.engine, p, log=self.get_logger().warning)
         self.deadline_s = p["frame_deadline_ms"] / 1000.0
         self.stats = FrameStats()
         self.slot = LatestSlot()

@@ -182,3 +182,31 @@ class OffloadProcessor:
     def _on_transition(self, t: failover.Transition) -> None:
         if self._log is not None:
             self._log(f"failover {t.frm} -> {t.to}: {t.reason}")
+
+
+def offload_from_params(mode: str, engine: Engine, params: dict, log: Callable[[str], None] | None = None,
+                        ) -> OffloadProcessor:
+    """Build the processor from the node's parameters (names as in perception_node.PARAMETERS).
+
+    Raises ValueError naming the offending parameter.
+    """
+    from robot_compress.runtime.edge_client import PAYLOADS
+
+    deadline_ms = float(params["frame_deadline_ms"])
+    hedge_ms = float(params["hedge_after_ms"])
+    if not 0 <= hedge_ms <= deadline_ms:
+        raise ValueError(f"parameter 'hedge_after_ms' must be in [0, frame_deadline_ms={deadline_ms}], got {hedge_ms}")
+    if mode != "local" and not params.get("edge_url"):
+        raise ValueError(f"mode {mode!r} needs parameter 'edge_url' (e.g. http://127.0.0.1:8000)")
+    if params.get("edge_payload", "raw") not in PAYLOADS:
+        raise ValueError(f"parameter 'edge_payload' must be one of {'|'.join(PAYLOADS)}")
+    config = failover.FailoverConfig(
+        mode=mode, deadline_s=deadline_ms / 1000.0, hedge_after_s=hedge_ms / 1000.0,
+        failure_threshold=int(params["failure_threshold"]), recovery_probes=int(params["recovery_probes"]),
+        probe_interval_s=float(params["probe_interval_ms"]) / 1000.0, probe_backoff=float(params["probe_backoff"]),
+        probe_backoff_max_s=float(params["probe_backoff_max_ms"]) / 1000.0)
+    client = None
+    if mode != "local":
+        model = params.get("edge_model") or engine.model_id
+        client = EdgeClient(params["edge_url"], model, engine.meta, payload=params.get("edge_payload", "raw"))
+    return OffloadProcessor(engine, client, config, max_in_flight=int(params.get("edge_max_in_flight", 4)), log=log)
