@@ -1,0 +1,56 @@
+"""Structured channel pruning (torch-pruning) yields a physically smaller dense model."""
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_pruning")
+
+from robot_compress.compress.models import get_model  # noqa: E402
+from robot_compress.compress.pruning import make_permanent, prune_model  # noqa: E402
+from robot_compress.compress.structured import structured_prune  # noqa: E402
+
+
+def test_classifier_shrinks_and_keeps_output_shape():
+    model = get_model("tiny_cnn", 5, width=16)
+    x = torch.randn(2, 3, 16, 16)
+    res = structured_prune(model, x[:1], 0.5)
+    assert res["params_after"] < 0.5 * res["params_before"]
+    assert res["macs_after"] < 0.5 * res["macs_before"]
+    assert model[0].out_channels == 8 and model[4].in_channels == 8  # dependent layers follow
+    assert model[9].out_features == 5  # the classifier keeps its classes
+    assert model(x).shape == (2, 5)
+    assert sum(p.numel() for p in model.parameters()) == res["params_after"]
+
+
+def test_segmentation_keeps_class_count_and_resolution():
+    model = get_model("tiny_segnet", 4, width=16)
+    x = torch.randn(1, 3, 24, 20)
+    res = structured_prune(model, x, 0.25)
+    assert res["params_after"] < res["params_before"]
+    assert model[0].out_channels == 12 and model[6].out_channels == 4
+    assert model(x).shape == (1, 4, 24, 20)
+
+
+def test_cifar_resnet_prunes_inner_block_channels():
+    model = get_model("resnet20", 10)
+    res = structured_prune(model, torch.randn(1, 3, 32, 32), 0.5)
+    assert model.layer1[0].conv1.out_channels == 8 and model.layer1[0].conv2.out_channels == 16
+    assert res["macs_after"] < 0.6 * res["macs_before"]
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_ratio_zero_is_identity_and_bad_ratio_is_an_error():
+    model = get_model("tiny_cnn", 3)
+    res = structured_prune(model, torch.randn(1, 3, 8, 8), 0.0)
+    assert res["params_after"] == res["params_before"]
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        structured_prune(model, torch.randn(1, 3, 8, 8), 1.0)
+
+
+def test_masked_model_must_be_made_permanent_first():
+    model = get_model("tiny_cnn", 3)
+    prune_model(model, "class-blind", 0.5)
+    with pytest.raises(ValueError, match="make_permanent"):
+        structured_prune(model, torch.randn(1, 3, 8, 8), 0.5)
+    make_permanent(model)
+    structured_prune(model, torch.randn(1, 3, 8, 8), 0.5)
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 3)
