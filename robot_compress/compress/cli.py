@@ -401,6 +401,8 @@ def run(command: str, argv: list[str]) -> int:
         return EXIT_BAD_INPUT
     try:
         return COMMANDS[command](list(argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except _bad_input_errors() as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"robot-compress {command}: error: {message}", file=sys.stderr)

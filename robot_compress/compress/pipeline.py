@@ -207,7 +207,7 @@ def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
 def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None, teacher=None) -> dict:
     from robot_compress.compress.train import fit
 
-    config = {"recipe": state.recipe.name, "stage": stage.model_dump(mode="json"), "role": role,
+    config = {"recipe": state.recipe.name, "stage": stage.model_dump(mode="json", exclude={"epochs"}), "role": role,
               "model": built.name, "model_cfg": built.cfg, "seed": state.recipe.seed,
               "dataset_fingerprint": state.data.info.fingerprint, "epochs": stage.epochs}
     result = fit(built.model, state.data.train, state.data.val, state.data.info,
