@@ -202,3 +202,23 @@ def test_shared_camvid_zip():
     assert (len(train), len(val)) == (367, 101)
     y = train[0][1]
     assert y.shape == (90, 120) and int(y.max()) <= 11
+
+
+def test_voc_palette_labels_are_class_indices(tmp_path):
+    from PIL import Image
+
+    base = tmp_path / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / sub).mkdir(parents=True)
+    (base / "ImageSets/Segmentation/train.txt").write_text("a\n")
+    (base / "JPEGImages/a.jpg").write_bytes(_jpeg((90, 90, 90), size=8))
+    label = np.zeros((8, 8), np.uint8)
+    label[:, 4:] = 15  # person
+    label[0, :] = 255  # void border
+    img = Image.fromarray(label, mode="P")
+    img.putpalette([v for i in range(256) for v in (i * 7 % 256, i * 3 % 256, i)])
+    img.save(base / "SegmentationClass/a.png")
+    ds, info = load_dataset("voc", tmp_path, input_size=(8, 8))
+    y = ds[0][1]
+    assert info.ignore_index == 255 and len(info.labels) == 21
+    assert int(y[1, 5]) == 15 and int(y[1, 0]) == 0 and (y[0] == 255).all()
