@@ -25,6 +25,7 @@ DEFAULT_MASK_TOPIC = "/perception/mask"
 DEFAULT_RESULT_TOPIC = "/perception/result"
 DEFAULT_DIAGNOSTICS_TOPIC = "/diagnostics"
 REPLAY_INFO_TOPIC = "/robot_compress/replay_info"
+DRAIN_CAP_FACTOR = 6
 SIDE_TOPICS = (bags.INFO_TOPIC, bags.LABEL_MASK_TOPIC, bags.LABEL_CLASS_TOPIC)
 
 
@@ -79,11 +80,12 @@ def replay(bag, out_bag=None, *, rate: float = 1.0, loops: int = 1, start_offset
            record: dict[str, str] | None = None, expect_topic: str | None = DEFAULT_RESULT_TOPIC,
            wait_timeout_s: float = 20.0, drain_s: float = 5.0, qos_depth: int = 10, reliable: bool = True,
            storage: str = "sqlite3", overwrite: bool = False, on_frame: Callable[[int, int], None] | None = None,
-           stop: threading.Event | None = None, log=print) -> ReplayReport:
+           stop: threading.Event | None = None, prime: bool = True, log=print) -> ReplayReport:
     """Replay `bag` into the ROS graph; record `record` topics ({topic: msgtype}) into `out_bag` (optional).
 
     `on_frame(index, total)` runs before each frame is published (the demo drops the edge link from it);
-    `stop` ends the replay early. Returns what was published and recorded.
+    `stop` ends the replay early. `prime` holds the timeline after the first frame until its result is back
+    (the node's warm-up must not cost frames). Returns what was published and recorded.
     """
     if rate <= 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
@@ -114,7 +116,7 @@ def replay(bag, out_bag=None, *, rate: float = 1.0, loops: int = 1, start_offset
     period_ns = (frames[-1][2] - t0_bag) // max(len(frames) - 1, 1) if len(frames) > 1 else int(1e9 / 30)
     loop_span_ns = frames[-1][2] - t0_bag + period_ns
     wall_origin = _run_ros(report, frames, camera_types, remap, record, expect_topic, rate, loops, loop_span_ns,
-                           clock, wait_timeout_s, drain_s, qos_depth, reliable, on_frame, stop, log)
+                           clock, wait_timeout_s, drain_s, qos_depth, reliable, on_frame, stop, prime, log)
     report.counts = {t: sum(1 for r in report.records if r.topic == t) for t in record}
     if out_bag is not None:
         _write_output(report, side, t0_bag, wall_origin, rate, storage, overwrite,
@@ -124,7 +126,7 @@ def replay(bag, out_bag=None, *, rate: float = 1.0, loops: int = 1, start_offset
 
 
 def _run_ros(report, frames, camera_types, remap, record, expect_topic, rate, loops, loop_span_ns, clock,
-             wait_timeout_s, drain_s, qos_depth, reliable, on_frame, stop, log) -> int:
+             wait_timeout_s, drain_s, qos_depth, reliable, on_frame, stop, prime, log) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -188,6 +190,11 @@ def _run_ros(report, frames, camera_types, remap, record, expect_topic, rate, lo
                 report.published.append((remap.get(topic, topic), bags.stamp_to_ns(msg.header.stamp),
                                          msg.header.frame_id))
                 index += 1
+                if index == 1 and prime and expect_topic:
+                    # The node's first frame pays its warm-up (lazy imports, first session run); wait for
+                    # it so a latest-frame-wins node does not drop the next frames, then keep bag timing.
+                    _wait_first_result(report, lock, expect_topic, wait_timeout_s, stop, log)
+                    mono_origin = time.monotonic() - (t_ns - t0) / 1e9 / rate
         report.drained = _drain(report, lock, expect_topic, drain_s, stop)
         report.wall_s = time.monotonic() - mono_origin
         return wall_origin
@@ -227,24 +234,43 @@ def _wait_for_graph(pubs, subs, timeout_s, stop, log):
         time.sleep(0.02)  # polling the graph, not waiting for data
 
 
+def _wait_first_result(report, lock, expect_topic, timeout_s, stop, log) -> None:
+    key = report.published[0][1:]
+    deadline = time.monotonic() + timeout_s
+    scanned = 0
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        with lock:
+            new = report.records[scanned:]
+        scanned += len(new)
+        if any(r.topic == expect_topic and _result_key(r.raw) == key for r in new):
+            return
+        time.sleep(0.01)
+    log(f"replay: warning: no result for the first frame on {expect_topic} within {timeout_s:.0f} s; going on")
+
+
 def _drain(report, lock, expect_topic, drain_s, stop) -> bool:
     """Wait for the outputs: one `expect_topic` result per published frame (matched by stamp and frame_id,
-    so other nodes on the domain do not count), or `drain_s` without any new output."""
+    so other nodes on the domain do not count), or `drain_s` without a new result (periodic topics such
+    as /diagnostics do not hold the replay open). Never longer than DRAIN_CAP_FACTOR * drain_s."""
     wanted = {(stamp, frame_id) for _, stamp, frame_id in report.published}
     answered: set = set()
-    scanned, last_change = 0, time.monotonic()
+    scanned = 0
+    start = last_change = time.monotonic()
     while True:
         with lock:
             new = report.records[scanned:]
-        if new:
-            scanned += len(new)
-            last_change = time.monotonic()
-            for r in new:
-                if r.topic == expect_topic:
+        scanned += len(new)
+        for r in new:
+            if expect_topic is None or r.topic == expect_topic:
+                last_change = time.monotonic()
+                if expect_topic is not None:
                     answered.add(_result_key(r.raw))
         if expect_topic and wanted <= answered:
             return True
-        if time.monotonic() - last_change > drain_s or (stop is not None and stop.is_set()):
+        now = time.monotonic()
+        if now - last_change > drain_s or now - start > DRAIN_CAP_FACTOR * drain_s:
+            return False
+        if stop is not None and stop.is_set():
             return False
         time.sleep(0.02)
 
@@ -294,6 +320,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--diagnostics-topic", default=DEFAULT_DIAGNOSTICS_TOPIC)
     p.add_argument("--wait", type=float, default=20.0, help="seconds to wait for the node's subscription")
     p.add_argument("--drain", type=float, default=5.0, help="seconds of silence that end recording")
+    p.add_argument("--no-prime", action="store_true",
+                   help="do not hold the timeline until the first frame's result is back (node warm-up)")
     p.add_argument("--best-effort", action="store_true", help="publish best-effort instead of reliable")
     return p
 
@@ -305,7 +333,8 @@ def run(command: str, argv: list[str]) -> int:
         report = replay(args.bag, args.output, rate=args.rate, loops=args.loop, start_offset_s=args.start,
                         topics=args.topic, remap=_parse_remap(args.remap), clock=args.clock, record=record,
                         expect_topic=args.result_topic, wait_timeout_s=args.wait, drain_s=args.drain,
-                        reliable=not args.best_effort, storage=args.storage, overwrite=args.overwrite,
+                        reliable=not args.best_effort, prime=not args.no_prime, storage=args.storage,
+                        overwrite=args.overwrite,
                         log=lambda s: print(s, file=sys.stderr))
     except (bags.BagError, ReplayError) as exc:
         print(f"robot-compress {command}: error: {exc}", file=sys.stderr)
