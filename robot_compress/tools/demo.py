@@ -1,0 +1,394 @@
+"""`make demo` / `python -m robot_compress.tools.demo`: real camera footage through the whole system.
+
+1. models: the shipped student (local) and teacher (edge) from models/, else tiny random models built on the
+   fly (announced: their accuracy means nothing);
+2. the demo bag, built on demand: CamVid validation frames from ../shared (labelled, so outputs are scored),
+   else Debian opencv-doc's vtest.avi (real pedestrian video), else a generated numpy scene;
+3. the edge server (Triton, `robot-compress serve`) behind the fault proxy, when .venv-edge exists;
+4. perception_node started as launch starts it (`--ros-args --params-file`), mode auto (local without edge);
+5. the bag replayed at camera rate; the edge link dropped for the middle third, then restored;
+6. everything stopped (process groups, also on Ctrl-C/SIGTERM); a summary table, demo_output/ with the
+   output bag, summary.json and timeline.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from robot_compress.tools import bags
+from robot_compress.tools.bag_from_frames import CAMVID_IGNORE, CAMVID_LABELS, camvid_from_zip, synthetic_scene
+from robot_compress.tools.replay import default_record_topics, replay
+from robot_compress.tools.ros_env import PACKAGE_ROOT, localhost_dds_env, pick_domain_id
+
+CAMVID_ZIP = PACKAGE_ROOT.parent / "shared" / "data" / "camvid-trainval.zip"
+VTEST_CANDIDATES = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi",
+                    "/usr/share/opencv4/samples/data/vtest.avi", "/usr/share/doc/opencv-doc/examples/vtest.avi")
+STUDENT_NAME = "lraspp_mbv3_camvid.onnx"  # config/perception.yaml's default model_path
+INPUT_TOPIC, MASK_TOPIC, RESULT_TOPIC = "/camera/image_raw", "/perception/mask", "/perception/result"
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived: leave through the same clean-up as Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def locate_models(work: Path) -> tuple[Path, Path | None, str]:
+    """(student for the node, teacher for the edge or None, how they were found)."""
+    from robot_compress.runtime.engine import ModelLoadError, read_metadata
+    from robot_compress.tools.synthetic_models import make_model
+
+    found = []
+    for path in sorted((PACKAGE_ROOT / "models").glob("*.onnx")):
+        try:
+            meta = read_metadata(path)
+        except ModelLoadError:
+            continue
+        if meta.task == "segmentation":
+            found.append((path, meta))
+    if found:
+        by_size = sorted(found, key=lambda pm: pm[0].stat().st_size)
+        student = next((pm for pm in found if pm[0].name == STUDENT_NAME), by_size[0])
+        teachers = [pm for pm in by_size if pm[0] != student[0] and pm[1].labels == student[1].labels]
+        teacher = teachers[-1][0] if teachers else None
+        note = f"shipped models: student {student[0].name}" + (f", teacher {teacher.name}" if teacher else
+                                                                 " (no separate teacher: edge serves the student)")
+        return student[0], teacher or student[0], note
+    student = make_model(work / "synthetic_student.onnx", input_size=(90, 120), seed=2, model_id="synthetic_student")
+    teacher = make_model(work / "synthetic_teacher.onnx", input_size=(180, 240), seed=1, model_id="synthetic_teacher")
+    return student, teacher, ("no models in models/: SYNTHETIC random-weight models built on the fly "
+                              "(the pipeline is real, the accuracy numbers are meaningless)")
+
+
+# ---------------------------------------------------------------------------------------------- footage
+
+
+def find_vtest(allow_apt: bool) -> Path | None:
+    for cand in VTEST_CANDIDATES:
+        if Path(cand).is_file():
+            return Path(cand)
+    if allow_apt and os.geteuid() == 0 and shutil.which("apt-get"):
+        say("vtest.avi not found; trying `apt-get install opencv-doc` (Debian package, ~95 MB, 150 s limit)")
+        try:
+            subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "opencv-doc"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=150, check=False)
+        except subprocess.TimeoutExpired:
+            return None
+        return next((Path(c) for c in VTEST_CANDIDATES if Path(c).is_file()), None)
+    return None
+
+
+def _ping_pong(items: list, n: int) -> list:
+    """n items cycling forwards then backwards, so a short clip plays on without a jump."""
+    cycle = items + items[-2:0:-1] if len(items) > 2 else items
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_apt: bool) -> dict:
+    """Write the demo bag; returns its provenance. `source` is auto|camvid|vtest|synthetic."""
+    if source in ("auto", "camvid") and CAMVID_ZIP.is_file():
+        pairs = list(camvid_from_zip(CAMVID_ZIP, "val", max_frames=min(frames, 101)))
+        pairs = _ping_pong(pairs, frames)
+        info = {"kind": "camvid-val", "source": str(CAMVID_ZIP), "class_names": CAMVID_LABELS,
+                "ignore_index": CAMVID_IGNORE, "note": "CamVid (Brostow et al. 2008), SegNet split, val frames"}
+        bags.write_frames(path, [f for f, _ in pairs], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
+                          label_masks=[lab for _, lab in pairs], info=info, overwrite=True)
+        return info
+    if source == "camvid":
+        raise bags.BagError(f"CamVid not found at {CAMVID_ZIP}")
+    vtest = find_vtest(allow_apt) if source in ("auto", "vtest") else None
+    if vtest is not None:
+        from robot_compress.tools.bag_from_frames import video_frames
+
+        it, fps = video_frames(vtest, max_frames=frames)
+        clip = list(it)
+        info = {"kind": "video", "source": str(vtest), "video_fps": fps,
+                "note": "Debian opencv-doc examples/data/vtest.avi (pedestrians); no labels: not scored"}
+        bags.write_frames(path, _ping_pong(clip, frames), rate_hz=rate_hz, frame_id="camera", fmt="jpeg",
+                          info=info, overwrite=True)
+        return info
+    if source == "vtest":
+        raise bags.BagError("vtest.avi not found (install Debian's opencv-doc)")
+    pairs = list(synthetic_scene(frames, 360, 480))
+    info = {"kind": "synthetic", "source": "robot_compress.tools.bag_from_frames.synthetic_scene",
+            "class_names": CAMVID_LABELS, "ignore_index": CAMVID_IGNORE,
+            "note": "generated numpy road scene (no real footage available); labels exact by construction"}
+    bags.write_frames(path, [f for f, _ in pairs], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
+                      label_masks=[lab for _, lab in pairs], info=info, overwrite=True)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def write_node_params(path: Path, overrides: dict) -> Path:
+    """config/perception.yaml (what launch loads) with the demo's values on top."""
+    base = yaml.safe_load((PACKAGE_ROOT / "config" / "perception.yaml").read_text())
+    params = base["/**"]["ros__parameters"]
+    params.update(overrides)
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+def start_node(params_file: Path, model: Path, env: dict, log_path: Path) -> subprocess.Popen:
+    """perception_node the way launch/perception.launch.xml starts it: params file, then model_path."""
+    argv = [sys.executable, "-u", "-m", "robot_compress.ros.perception_node", "--ros-args",
+            "-r", "__node:=perception_node", "--params-file", str(params_file), "-p", f"model_path:={model}"]
+    log = open(log_path, "wb")
+    try:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # own process group: nothing outlives the demo
+    finally:
+        log.close()
+
+
+def stop_process_group(proc: subprocess.Popen | None, timeout: float = 15.0) -> int | None:
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group
+    except (ProcessLookupError, PermissionError):
+        pass
+    return proc.returncode
+
+
+# ---------------------------------------------------------------------------------------------- analysis
+
+
+def analyse(report, events: dict, rate_hz: float) -> dict:
+    """Per-frame rows (frame index, source, latency) and the summary numbers."""
+    from robot_compress.ros.diagnostics import values_dict
+
+    index_of = {(s, f): i for i, (_, s, f) in enumerate(report.published)}
+    rows = {}
+    for msg in report.messages(RESULT_TOPIC):
+        rec = json.loads(msg.data)
+        key = (rec["stamp"]["sec"] * 1_000_000_000 + rec["stamp"]["nanosec"], rec["frame_id"])
+        if key in index_of and index_of[key] not in rows:
+            rows[index_of[key]] = (rec["source"], float(rec["latency_ms"]))
+    ordered = [(i, *rows[i]) for i in sorted(rows)]
+    sources = [s for _, s, _ in ordered]
+    switches = sum(1 for a, b in zip(sources, sources[1:], strict=False) if a != b)
+    diags = [values_dict(m) for m in report.messages("/diagnostics")]
+    diags = [d for d in diags if d.get("input_topic") == INPUT_TOPIC]
+    last = diags[-1] if diags else {}
+    summary = {"frames_published": report.frames_published, "results": len(ordered),
+               "missing": report.frames_published - len(ordered),
+               "per_source": {s: sources.count(s) for s in sorted(set(sources))},
+               "source_switches": switches, "node_transitions": last.get("processor.transitions"),
+               "node_frames_in": last.get("frames_in"), "node_dropped": last.get("dropped"),
+               "events": events, "rate_hz": rate_hz}
+    for s in ["all"] + sorted(set(sources)):
+        lat = [v for _, src, v in ordered if s == "all" or src == s]
+        if lat:
+            summary[f"latency_ms_{s}"] = {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
+                                          "max": float(max(lat))}
+    return {"rows": ordered, "summary": summary}
+
+
+def plot_timeline(rows, events: dict, path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib is not installed (pip install -r requirements/dev.txt): no timeline.png")
+        return False
+    fig, ax = plt.subplots(figsize=(10, 4))
+    colours = {"edge": "tab:blue", "local": "tab:orange"}
+    for src in sorted({s for _, s, _ in rows}):
+        pts = [(i, v) for i, s, v in rows if s == src]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=8, label=src, color=colours.get(src, "tab:gray"))
+    if "link_down_frame" in events:
+        end = events.get("link_up_frame", max((i for i, _, _ in rows), default=0))
+        ax.axvspan(events["link_down_frame"], end, color="tab:red", alpha=0.12, label="edge link down")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("latency (ms, receipt -> result)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def format_summary(s: dict, score=None) -> str:
+    lines = ["", "=" * 64, "robot_compress demo summary", "=" * 64,
+             f"{'frames published':<28}{s['frames_published']}",
+             f"{'results (one per frame)':<28}{s['results']}  (missing {s['missing']}; node dropped "
+             f"{s.get('node_dropped')})"]
+    for src, n in s["per_source"].items():
+        lines.append(f"{'  from ' + src:<28}{n}")
+    for key in [k for k in s if k.startswith("latency_ms_")]:
+        v = s[key]
+        lines.append(f"{'latency ' + key[11:] + ' p50/p95':<28}{v['p50']:.1f} / {v['p95']:.1f} ms (max {v['max']:.1f})")
+    lines.append(f"{'switch-overs (sources)':<28}{s['source_switches']}  (policy transitions: "
+                 f"{s.get('node_transitions')})")
+    if score is not None:
+        lines.append(f"{'accuracy vs labels':<28}pixel acc {score.overall['pixel_acc']:.4f}, mIoU "
+                     f"{score.overall['miou']:.4f} over {score.frames_scored} frames")
+    else:
+        lines.append(f"{'accuracy vs labels':<28}n/a (footage has no labels)")
+    lines.append("=" * 64)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run_demo(args) -> int:
+    t_start = time.monotonic()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("output_bag", "timeline.png", "summary.json"):
+        p = out / stale
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+
+    student, teacher, note = locate_models(work)
+    say(f"models: {note}")
+    bag = work / "demo_input_bag"
+    info = build_demo_bag(bag, args.source, args.frames, args.rate_hz, allow_apt=not args.no_apt)
+    say(f"footage: {info['kind']} from {info['source']} -> {args.frames} frames at {args.rate_hz:g} Hz "
+        f"({info['note']})")
+
+    from robot_compress.tools.serve import edge_python
+
+    use_edge = not args.no_edge and edge_python() is not None
+    if not use_edge:
+        why = "--no-edge" if args.no_edge else ".venv-edge is missing (make edge-venv)"
+        say(f"EDGE DISABLED ({why}): the node runs local-only; no link drop is shown")
+    domain = pick_domain_id()
+    env = localhost_dds_env(domain)
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
+                                           "RMW_IMPLEMENTATION", "ROS_DOMAIN_ID")})
+    events: dict = {}
+    with ExitStack() as stack:
+        overrides = {"input_topic": INPUT_TOPIC, "result_topic": RESULT_TOPIC.lstrip("/"),
+                     "mask_topic": MASK_TOPIC.lstrip("/"), "mode": "local", "threads": 1,
+                     "qos_reliability": "reliable", "qos_depth": 10, "diagnostics_period_s": 0.5}
+        proxy = None
+        if use_edge:
+            from robot_compress.runtime.engine import read_metadata
+            from robot_compress.tools.faultproxy import FaultProxy
+            from robot_compress.tools.serve import EdgeServerProcess
+
+            say(f"starting the edge server (Triton) with {teacher.name} ...")
+            t0 = time.monotonic()
+            server = EdgeServerProcess([teacher], log_path=out / "edge_server.log", max_lifetime_s=900)
+            stack.callback(server.stop)
+            server.start(ready_timeout_s=120)
+            proxy = stack.enter_context(FaultProxy(server.http_port, max_lifetime_s=900))
+            say(f"edge server ready on {server.url} in {time.monotonic() - t0:.1f} s; node talks to it through "
+                f"the fault proxy {proxy.url}")
+            overrides.update(mode="auto", edge_url=proxy.url, edge_model=read_metadata(teacher).model_id,
+                             frame_deadline_ms=args.deadline_ms, hedge_after_ms=min(40.0, args.deadline_ms),
+                             failure_threshold=3, recovery_probes=3, probe_interval_ms=100.0,
+                             probe_backoff_max_ms=500.0)
+        params = write_node_params(out / "perception_params.yaml", overrides)
+        node = start_node(params, student, env, out / "node.log")
+        stack.callback(stop_process_group, node)
+        say(f"perception_node started as launch would (--params-file {params}), mode {overrides['mode']}, "
+            f"ROS_DOMAIN_ID={domain}")
+
+        down_at, up_at = args.frames // 3, 2 * args.frames // 3
+
+        def on_frame(index, total):
+            if node.poll() is not None:
+                raise RuntimeError(f"perception_node exited with code {node.returncode}; see {out / 'node.log'}")
+            if proxy is None:
+                return
+            if index == down_at:
+                proxy.link_down()
+                events["link_down_frame"] = index
+                say(f"frame {index}: edge link DOWN (fault proxy resets connections)")
+            elif index == up_at:
+                proxy.passthrough()
+                events["link_up_frame"] = index
+                say(f"frame {index}: edge link RESTORED")
+
+        say(f"replaying {bag.name} at camera rate ...")
+        report = replay(bag, out / "output_bag", rate=1.0, record=default_record_topics(MASK_TOPIC, RESULT_TOPIC),
+                        expect_topic=RESULT_TOPIC, wait_timeout_s=90, drain_s=5, on_frame=on_frame,
+                        log=lambda s: say(s))
+        rc = stop_process_group(node)
+        say(f"perception_node stopped (exit code {rc})")
+    say("edge server, proxy and node stopped")
+
+    result = analyse(report, events, args.rate_hz)
+    summary = result["summary"]
+    summary.update(models=note, footage=info, edge=use_edge, wall_s=round(time.monotonic() - t_start, 1))
+    score = None
+    if "class_names" in info:
+        from robot_compress.tools.score import score as score_bag
+
+        score = score_bag(out / "output_bag", mask_topic=MASK_TOPIC)
+        summary["accuracy"] = {"pixel_acc": score.overall["pixel_acc"], "miou": score.overall["miou"],
+                               "frames_scored": score.frames_scored}
+    title = f"{info['kind']} footage, {'edge + local failover' if use_edge else 'local only (no edge)'}"
+    png = plot_timeline(result["rows"], events, out / "timeline.png", title)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(format_summary(summary, score))
+    say(f"wrote {out / 'output_bag'} (replay output bag), {out / 'summary.json'}"
+        + (f", {out / 'timeline.png'}" if png else "") + f" in {summary['wall_s']} s")
+    if not use_edge:
+        say("NOTE: this run was LOCAL-ONLY; with .venv-edge installed the demo adds the edge server and a link drop")
+    return 0 if summary["results"] > 0 else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m robot_compress.tools.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=300, help="frames in the demo bag (default 300 = 10 s at 30 Hz)")
+    p.add_argument("--rate-hz", type=float, default=30.0, help="camera rate of the demo bag")
+    p.add_argument("--source", choices=("auto", "camvid", "vtest", "synthetic"), default="auto")
+    p.add_argument("--out", default=str(PACKAGE_ROOT / "demo_output"))
+    p.add_argument("--no-edge", action="store_true", help="local only: no edge server, no link drop")
+    p.add_argument("--no-apt", action="store_true", help="never try apt-get for opencv-doc")
+    p.add_argument("--deadline-ms", type=float, default=100.0, help="per-frame deadline for the node")
+    args = p.parse_args(argv)
+    if args.frames < 6:
+        p.error("--frames must be >= 6")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run_demo(args)
+    except (KeyboardInterrupt, Interrupted):
+        say("interrupted: everything started by the demo has been stopped")
+        return 130
+    except (bags.BagError, RuntimeError) as exc:
+        say(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
