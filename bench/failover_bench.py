@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,8 +36,16 @@ def run_row(fault, engine, server, garbage_url, cfg, seconds, frame):
     n = int(seconds * 30)
     start_fault, end_fault = n // 3, 2 * n // 3
     log, t_fault, t_end = [], None, None
+    restarted = {}
+
+    def restart():  # in the background: frames keep flowing while Triton starts
+        server.start()
+        restarted["at"] = time.monotonic()
+
     t0 = time.monotonic()
-    for i in range(n):
+    i = 0
+    while i < n or (fault == "server_kill" and ("at" not in restarted or time.monotonic() < restarted["at"] + 3)
+                    and time.monotonic() < t0 + seconds + 60):
         time.sleep(max(0.0, t0 + i / 30 - time.monotonic()))
         if i == start_fault:
             t_fault = time.monotonic()
@@ -46,7 +55,7 @@ def run_row(fault, engine, server, garbage_url, cfg, seconds, frame):
              "server_kill": server.kill}.get(fault, lambda: None)()
         if i == end_fault:
             if fault == "server_kill":
-                server.start()  # blocks while Triton starts; frames meanwhile are the camera's loss, not ours
+                threading.Thread(target=restart, daemon=True).start()
             proxy.passthrough()
             t_end = time.monotonic()
         received = time.monotonic()
@@ -55,6 +64,10 @@ def run_row(fault, engine, server, garbage_url, cfg, seconds, frame):
             log.append((received, r.source, r.latency_ms))
         except Exception:  # noqa: BLE001 - counted as a frame without a result
             log.append((received, None, float("nan")))
+        i += 1
+    n = len(log)
+    if fault == "server_kill":
+        t_end = restarted.get("at", float("inf"))  # recovery counts from "server ready again"
     st = proc.status()
     proc.close()
     proxy.close()

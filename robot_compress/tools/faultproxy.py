@@ -7,7 +7,7 @@
   latency(ms, jitter_ms)   delay each request by ms +- jitter
   stalls(p, stall_s)       hold a fraction p of requests for stall_s
   bandwidth(bytes_per_s)   cap throughput both ways
-  flap(period_s)           alternate passthrough / link_down every period
+  flap(period_s)           alternate link_down / passthrough every period, starting down
 It stops on close(), on leaving its `with` block, and after max_lifetime_s whatever happens.
 
 `MisbehavingServer` is a KServe v2 look-alike whose model metadata is valid but whose inference answers
@@ -98,7 +98,7 @@ class FaultProxy:
         with self._lock:
             if self._flap_period_s > 0:
                 phase = int((time.monotonic() - self._flap_t0) / self._flap_period_s)
-                return PASS if phase % 2 == 0 else DOWN
+                return DOWN if phase % 2 == 0 else PASS  # starts with the link going down
             return self._mode
 
     # ---- plumbing ---------------------------------------------------------------------------------
