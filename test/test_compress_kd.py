@@ -91,3 +91,25 @@ def test_teacher_logit_cache_round_trip(tmp_path, suffix):
     assert len(loaded) == 3 and torch.equal(loaded.get([6]), cache.get([6]))
     with pytest.raises(ValueError, match="teacher-a"):
         TeacherLogitCache.load(path, key="teacher-b")
+
+
+def test_cached_teacher_runs_teacher_once_per_distinct_input_and_returns_its_logits():
+    from robot_compress.compress.kd import CachedTeacher
+
+    calls = []
+
+    class Teacher(torch.nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return x.flatten(1)[:, :3] * 2.0
+
+    cached = CachedTeacher(Teacher())
+    x = torch.randn(4, 3, 2, 2)
+    first = cached(x)
+    assert torch.equal(first, x.flatten(1)[:, :3] * 2.0) and calls == [4]
+    # Same items in another order plus one new item: only the new one reaches the teacher.
+    y = torch.cat([x[[2, 0]], torch.randn(1, 3, 2, 2)])
+    second = cached(y)
+    assert calls == [4, 1] and len(cached) == 5
+    assert torch.equal(second, y.flatten(1)[:, :3] * 2.0)
+    assert cached.hits == 2 and cached.misses == 5

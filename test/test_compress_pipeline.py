@@ -130,3 +130,55 @@ def test_sweep_resumes_and_reports(tmp_path):
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| % pruned | class-blind | random |" in text
+
+
+def test_train_subset_teacher_cache_and_latency(tmp_path):
+    """train_subset trains on a fixed part of the train split (val untouched); cache_teacher and the
+    teacher-free evaluation keep the pipeline's results; the ONNX entry carries an Engine latency."""
+    import yaml
+
+    data = yaml.safe_load(RECIPE.read_text())
+    data["dataset"]["train_subset"] = 100
+    for stage in data["stages"]:
+        if stage["stage"] == "distill":
+            stage["cache_teacher"] = True
+        if stage["stage"] == "evaluate":
+            stage.update({"teacher": False, "latency_runs": 3})
+    recipe = tmp_path / "subset.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"]["n_train"] == 100 and metrics["dataset"]["n_val"] == 80  # 320 items, val 25 %
+    assert metrics["teacher"] is None  # not evaluated on request
+    assert metrics["student"]["metrics"]["top1"] > 0.5  # still learns (4 classes)
+    onnx_metrics = metrics["onnx"][0]["metrics"]
+    assert onnx_metrics["latency_ms_p50_1thread"] > 0
+    assert onnx_metrics["latency_ms_p95_1thread"] >= onnx_metrics["latency_ms_p50_1thread"]
+    card = json.loads((out / metrics["onnx"][0]["path"]).with_suffix(".json").read_text())
+    assert card["metrics"]["latency_ms_p50_1thread"] == onnx_metrics["latency_ms_p50_1thread"]
+
+
+def test_train_subset_is_fixed_and_inside_the_train_split():
+    from robot_compress.compress import recipe as rc
+    from robot_compress.compress.pipeline import load_data
+
+    spec = rc.DataSpec(kind="synthetic_cls", input_size=(16, 16), val_fraction=0.25,
+                       options={"n": 320, "num_classes": 4}, train_subset=50)
+    a, b = load_data(spec), load_data(spec)
+    assert len(a.train) == 50 and list(a.train.indices) == list(b.train.indices)
+    picked = {a.train.dataset.indices[i] for i in a.train.indices}
+    assert len(picked) == 50 and not picked & set(a.val.indices)
+
+
+def test_report_lists_every_run_with_params_and_run_time(run_dir, tmp_path):
+    out = tmp_path / "report_runs"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    p = metrics["student"]["params"]
+    row = next(line for line in text.splitlines() if line.startswith(f"| {metrics['name']} |"))
+    assert f"| {100 * metrics['student']['metrics']['top1']:.2f} |" in row
+    assert f"| {p['total']} | {p['nonzero']} | {p['effective']} |" in row
+    seconds = sum(s["seconds"] for s in metrics["stages"])
+    assert row.rstrip().endswith(f"| {seconds:.0f} |")

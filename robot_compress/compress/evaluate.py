@@ -118,3 +118,27 @@ def agreement(torch_metrics: dict, onnx_metrics: dict) -> dict:
     """|torch - onnx| in percentage points for each rate metric (the meters return fractions)."""
     return {key: abs(float(torch_metrics[key]) - float(onnx_metrics[key])) * 100.0
             for key in RATE_KEYS if key in torch_metrics and key in onnx_metrics}
+
+
+def engine_latency(path: str | Path, rgb: np.ndarray, runs: int = 50, warmup: int = 5, threads: int = 1) -> dict:
+    """Single-frame latency of the runtime Engine (preprocess + onnxruntime), in ms: p50 and p95 over `runs`.
+
+    Measured on whatever machine runs it, under whatever load it has: a record, not a guarantee.
+    """
+    import time
+
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    from robot_compress.runtime.engine import Engine
+
+    engine = Engine(path, threads=threads)
+    frame = np.ascontiguousarray(rgb, dtype=np.uint8)
+    for _ in range(warmup):
+        engine.logits(frame)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        engine.logits(frame)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {f"latency_ms_p50_{threads}thread": round(float(np.percentile(times, 50)), 3),
+            f"latency_ms_p95_{threads}thread": round(float(np.percentile(times, 95)), 3)}

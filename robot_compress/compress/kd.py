@@ -110,3 +110,42 @@ class TeacherLogitCache:
         cache = cls(key, dtype)
         cache.put(indices, logits)
         return cache
+
+
+class CachedTeacher(torch.nn.Module):
+    """A frozen teacher that remembers its logits per input (keyed by a hash of the exact input tensor).
+
+    Without random augmentation every epoch feeds the same tensors, so the teacher runs once per item
+    instead of once per epoch (on a CPU the teacher's forward costs as much as the student's training
+    step). With augmentation the keys simply miss and the teacher runs as usual: never stale, only slower.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, dtype=torch.float32):
+        super().__init__()
+        self.teacher = teacher
+        self.dtype = dtype
+        self._store: dict[bytes, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self):
+        return len(self._store)
+
+    @staticmethod
+    def _key(x: torch.Tensor) -> bytes:
+        import hashlib
+
+        return hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        keys = [self._key(x) for x in images]
+        missing = [i for i, k in enumerate(keys) if k not in self._store]
+        if missing:
+            self.teacher.eval()
+            out = self.teacher(images[missing])
+            for i, row in zip(missing, out.detach().cpu().to(self.dtype), strict=True):
+                self._store[keys[i]] = row.clone()
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        return torch.stack([self._store[k] for k in keys]).float().to(images.device)

@@ -60,12 +60,23 @@ def load_data(spec: rc.DataSpec) -> Data:
     if augment:
         aug, _ = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, augment=True, **options)
         train = split_train_val(aug, spec.val_fraction, spec.seed)[0]
+    if spec.train_subset is not None and spec.train_subset < len(train):
+        train = train_subset(train, spec.train_subset, spec.seed)
     if len(train) == 0 or len(val) == 0:
         raise PipelineError(
             f"dataset {spec.kind!r} has {len(ds)} samples: too few for val_fraction {spec.val_fraction} "
             f"(train {len(train)}, val {len(val)})"
         )
     return Data(train, val, info, spec)
+
+
+def train_subset(train, n: int, seed: int):
+    """A fixed random subset of n training items (same n + seed -> same items), indices sorted."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    picked = np.random.default_rng([seed, n]).choice(len(train), size=n, replace=False)
+    return Subset(train, sorted(int(i) for i in picked))
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -155,6 +166,7 @@ class State:
     results: dict = field(default_factory=dict)
     exported: list = field(default_factory=list)
     kd_used: bool = False
+    teacher_cache: nn.Module | None = None
 
 
 def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> State:
@@ -235,6 +247,20 @@ def _teacher(state: State) -> Built:
     return state.teacher
 
 
+def _teacher_model(state: State, stage) -> nn.Module:
+    """The teacher as the training loop calls it; with cache_teacher, one logit cache shared by the run's stages."""
+    from robot_compress.compress.kd import CachedTeacher
+
+    teacher = _teacher(state).model
+    if not getattr(stage, "cache_teacher", False):
+        return teacher
+    if state.teacher_cache is None:
+        # Segmentation logits are large (C x H x W per image): half precision halves the cache's memory.
+        dtype = torch.float16 if state.data.info.task == "segmentation" else torch.float32
+        state.teacher_cache = CachedTeacher(teacher, dtype=dtype)
+    return state.teacher_cache
+
+
 def stage_train(state: State, stage: rc.TrainStage, index: int) -> dict:
     built = _teacher(state) if stage.model == "teacher" else state.student
     out = _fit(state, built, stage, index, stage.model)
@@ -245,10 +271,9 @@ def stage_train(state: State, stage: rc.TrainStage, index: int) -> dict:
 def stage_distill(state: State, stage: rc.DistillStage, index: int) -> dict:
     from robot_compress.compress.train import distill_loss
 
-    teacher = _teacher(state)
     state.kd_used = True
     loss = distill_loss(state.data.info, stage.temperature, stage.alpha)
-    out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=teacher.model)
+    out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=_teacher_model(state, stage))
     state.results["student_distilled"] = out["metrics"]
     return out
 
@@ -258,7 +283,7 @@ def stage_finetune(state: State, stage: rc.FinetuneStage, index: int) -> dict:
 
     teacher, loss = None, None
     if stage.kd:
-        teacher = _teacher(state).model
+        teacher = _teacher_model(state, stage)
         loss = distill_loss(state.data.info, stage.temperature, stage.alpha)
     out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=teacher)
     state.results["student_finetuned"] = out["metrics"]
@@ -330,18 +355,21 @@ def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
 
 
 def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
-    from robot_compress.compress.evaluate import agreement, evaluate_onnx, evaluate_torch
+    from robot_compress.compress.evaluate import agreement, engine_latency, evaluate_onnx, evaluate_torch
     from robot_compress.compress.export import update_card_metrics
 
     info = state.data.info
     torch_metrics = evaluate_torch(state.student.model, state.data.val, info, stage.batch_size, state.device)
     state.results["student_final"] = torch_metrics
-    if state.teacher is not None:
+    state.results["skip_teacher"] = not stage.teacher
+    if state.teacher is not None and stage.teacher:
         state.results["teacher_final"] = evaluate_torch(state.teacher.model, state.data.val, info,
                                                         stage.batch_size, state.device)
     if stage.onnx:
         for entry in state.exported:
             m = evaluate_onnx(state.out / entry["path"], state.data.raw_val())
+            if stage.latency_runs:
+                m.update(engine_latency(state.out / entry["path"], state.data.raw_val()[0][0], stage.latency_runs))
             entry["metrics"] = m
             entry["agreement_pts"] = agreement(torch_metrics, m)
             if entry["kind"] == "fp32" or (state.out / entry["path"]).with_suffix(".json").is_file():
@@ -375,7 +403,7 @@ def summarize(state: State) -> dict:
     final = res.get("student_final") or evaluate_torch(state.student.model, state.data.val, info,
                                                        device=state.device)
     teacher = None
-    if state.teacher is not None:
+    if state.teacher is not None and not res.get("skip_teacher"):
         t_metrics = res.get("teacher_final") or evaluate_torch(state.teacher.model, state.data.val, info,
                                                                device=state.device)
         teacher = {"model": state.teacher.name, "metrics": t_metrics,

@@ -48,6 +48,8 @@ class DataSpec(_Strict):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict, description="extra load_dataset keyword arguments")
+    train_subset: int | None = Field(None, ge=1, description="train on a fixed random subset of this many training "
+                                                               "items (validation split unchanged)")
 
     @field_validator("input_size")
     @classmethod
@@ -76,6 +78,7 @@ class DistillStage(_TrainingStage):
     stage: Literal["distill"]
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
+    cache_teacher: bool = Field(False, description="remember teacher logits per input (pays off without augmentation)")
 
 
 class PruneStage(_Strict):
@@ -92,6 +95,7 @@ class FinetuneStage(_TrainingStage):
     kd: bool = Field(False, description="keep distilling from the teacher while fine-tuning")
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.9, ge=0, le=1)
+    cache_teacher: bool = Field(False, description="remember teacher logits per input (pays off without augmentation)")
 
 
 class StructuredStage(_Strict):
@@ -117,6 +121,8 @@ class EvaluateStage(_Strict):
     stage: Literal["evaluate"]
     onnx: bool = Field(True, description="also score the exported ONNX model(s) through the runtime Engine")
     batch_size: int = Field(64, ge=1)
+    teacher: bool = Field(True, description="also score the teacher (off: metrics.json carries no teacher entry)")
+    latency_runs: int = Field(50, ge=0, description="timed single-frame Engine runs (1 thread) per ONNX model; 0 = off")
 
 
 Stage = Annotated[

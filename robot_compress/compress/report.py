@@ -128,6 +128,29 @@ def table_segmentation(runs: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _run_seconds(run: dict) -> float:
+    return sum(float(s.get("seconds", 0.0)) for s in run.get("stages", []))
+
+
+def table_runs(runs: list[dict]) -> list[str]:
+    """Every run in one table: metric (torch and through the Engine), parameter counts, latency, run time."""
+    out = ["## All runs (validation split)", "",
+           "| run | student | KD | criterion | % pruned | metric | torch % | ONNX (Engine) % | params | nonzero | "
+           "effective | Engine p50 ms (1 thread) | run time s |",
+           "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(runs, key=lambda r: (r["task"], r["name"])):
+        primary, p = r["primary"], r["student"].get("params") or {}
+        onnx = next((e.get("metrics") for e in r.get("onnx", []) if e.get("kind") == "fp32" and e.get("metrics")),
+                    None)
+        latency = (onnx or {}).get("latency_ms_p50_1thread")
+        crit = r["pruning"]["criterion"] if r.get("pruning") else "-"
+        out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {crit} | "
+                   f"{100 * _amount(r):g} | {primary} | {_pct(r['student']['metrics'].get(primary))} | "
+                   f"{_pct(_acc(onnx, primary))} | {p.get('total')} | {p.get('nonzero')} | {p.get('effective')} | "
+                   f"{'n/a' if latency is None else latency} | {_run_seconds(r):.0f} |")
+    return out + [""]
+
+
 def plot_series(series: dict, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -172,7 +195,7 @@ def write_report(run_paths, out_dir) -> Path:
     lines = ["# robot_compress report", "",
              f"{len(runs)} finished run(s); numbers read from each run's metrics.json "
              f"(commits: {', '.join(sorted({r.get('commit', 'unknown')[:10] for r in runs}))}).", ""]
-    lines += table_kd(runs) + table_pruning(series) + table_segmentation(runs)
+    lines += table_kd(runs) + table_pruning(series) + table_segmentation(runs) + table_runs(runs)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Runs", "", "| run | dir | dataset fingerprint |", "|---|---|---|"]
