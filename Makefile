@@ -39,7 +39,7 @@ edge-venv: $(EDGE_STAMP)
 test: setup-toolkit edge-venv
 	$(PY) -m pytest
 
-demo: setup
+demo: setup edge-venv
 	$(PY) -m robot_compress.tools.demo
 
 bench: setup-toolkit

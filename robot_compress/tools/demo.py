@@ -181,6 +181,27 @@ def stop_process_group(proc: subprocess.Popen | None, timeout: float = 15.0) -> 
     return proc.returncode
 
 
+def _timed(what: str, fn, *args) -> None:
+    t0 = time.monotonic()
+    fn(*args)
+    say(f"{what} ({time.monotonic() - t0:.1f} s)")
+
+
+def stop_server(server, grace_s: float = 5.0) -> None:
+    """SIGTERM the server's group, SIGKILL it after `grace_s` (Triton can take 20 s to wind down and the
+    demo has nothing left to ask it), then let EdgeServerProcess reap stragglers."""
+    proc = server.proc
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        except ProcessLookupError:
+            pass
+    server.stop()
+
+
 # ---------------------------------------------------------------------------------------------- analysis
 
 
@@ -307,7 +328,7 @@ def run_demo(args) -> int:
             say(f"starting the edge server (Triton) with {teacher.name} ...")
             t0 = time.monotonic()
             server = EdgeServerProcess([teacher], log_path=out / "edge_server.log", max_lifetime_s=900)
-            stack.callback(server.stop)
+            stack.callback(_timed, "edge server stopped", stop_server, server)
             server.start(ready_timeout_s=120)
             proxy = stack.enter_context(FaultProxy(server.http_port, max_lifetime_s=900))
             say(f"edge server ready on {server.url} in {time.monotonic() - t0:.1f} s; node talks to it through "
@@ -318,7 +339,7 @@ def run_demo(args) -> int:
                              probe_backoff_max_ms=500.0)
         params = write_node_params(out / "perception_params.yaml", overrides)
         node = start_node(params, student, env, out / "node.log")
-        stack.callback(stop_process_group, node)
+        stack.callback(_timed, "perception_node stopped", stop_process_group, node)
         say(f"perception_node started as launch would (--params-file {params}), mode {overrides['mode']}, "
             f"ROS_DOMAIN_ID={domain}")
 
@@ -343,8 +364,8 @@ def run_demo(args) -> int:
                         expect_topic=RESULT_TOPIC, wait_timeout_s=90, drain_s=5, on_frame=on_frame,
                         log=lambda s: say(s))
         rc = stop_process_group(node)
-        say(f"perception_node stopped (exit code {rc})")
-    say("edge server, proxy and node stopped")
+        say(f"perception_node exited with code {rc}")
+    say("all demo processes stopped")
 
     result = analyse(report, events, args.rate_hz)
     summary = result["summary"]
@@ -380,6 +401,7 @@ def main(argv=None) -> int:
     if args.frames < 6:
         p.error("--frames must be >= 6")
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     try:
         return run_demo(args)
     except (KeyboardInterrupt, Interrupted):

@@ -139,7 +139,8 @@ def _run_ros(report, frames, camera_types, remap, record, expect_topic, rate, lo
     out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
     context = rclpy.Context()
-    rclpy.init(context=context)
+    # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here so callers (the demo) clean up.
+    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = executor = None
     stop_spin = threading.Event()
     lock = threading.Lock()
