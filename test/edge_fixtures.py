@@ -18,7 +18,7 @@ def teacher_and_student(tmp_dir):
     return teacher, student
 
 
-def start_server(models, tmp_dir, payloads=("raw",)) -> EdgeServerProcess:
+def start_server(models, tmp_dir, payloads=("jpeg", "raw")) -> EdgeServerProcess:
     if edge_python() is None:
         pytest.skip("edge server venv (.venv-edge) is not installed; run `make edge-venv`")
     return EdgeServerProcess(models, payloads=payloads, log_path=tmp_dir / "server.log", max_lifetime_s=600).start()

@@ -1,8 +1,8 @@
 """KServe v2 / Open Inference Protocol client for the edge server (HTTP/1.1 keep-alive, binary tensor extension).
 
-Standard library only (http.client): no gRPC stack on the robot. HTTP was chosen by measurement against
-tritonclient's gRPC and HTTP clients on loopback, and the raw uint8 payload (resized on the robot to the
-teacher's input size) against JPEG bytes and a preprocessed float tensor — numbers in docs/EDGE.md.
+Standard library only (http.client): no gRPC stack on the robot. Measured against tritonclient's gRPC and
+HTTP clients, and JPEG bytes against raw uint8 and a preprocessed float tensor (all resized on the robot to
+the teacher's input size): docs/EDGE.md has the numbers and the reasons for HTTP + JPEG by default.
 
 Every failure is an `EdgeError` whose `kind` is a failover outcome (timeout, connect, invalid,
 server_error), so the offload processor can report it to the policy without guessing. A response that does

@@ -198,7 +198,7 @@ def offload_from_params(mode: str, engine: Engine, params: dict, log: Callable[[
         raise ValueError(f"parameter 'hedge_after_ms' must be in [0, frame_deadline_ms={deadline_ms}], got {hedge_ms}")
     if mode != "local" and not params.get("edge_url"):
         raise ValueError(f"mode {mode!r} needs parameter 'edge_url' (e.g. http://127.0.0.1:8000)")
-    if params.get("edge_payload", "raw") not in PAYLOADS:
+    if params.get("edge_payload", "jpeg") not in PAYLOADS:
         raise ValueError(f"parameter 'edge_payload' must be one of {'|'.join(PAYLOADS)}")
     config = failover.FailoverConfig(
         mode=mode, deadline_s=deadline_ms / 1000.0, hedge_after_s=hedge_ms / 1000.0,
@@ -208,5 +208,5 @@ def offload_from_params(mode: str, engine: Engine, params: dict, log: Callable[[
     client = None
     if mode != "local":
         model = params.get("edge_model") or engine.model_id
-        client = EdgeClient(params["edge_url"], model, engine.meta, payload=params.get("edge_payload", "raw"))
+        client = EdgeClient(params["edge_url"], model, engine.meta, payload=params.get("edge_payload", "jpeg"))
     return OffloadProcessor(engine, client, config, max_in_flight=int(params.get("edge_max_in_flight", 4)), log=log)

@@ -5,7 +5,7 @@ bound inference functions.
 PyTriton pins numpy<2, so it lives in its own virtualenv (.venv-edge, `make edge-venv`). When this command
 is started from the runtime venv it re-executes itself with the edge venv's interpreter.
 
-Served names per model (model id from the ONNX metadata; see docs/EDGE.md for why `raw` is the default):
+Served names per model (model id from the ONNX metadata; the node sends jpeg by default, see docs/EDGE.md):
   {id}          input  image  UINT8 [h, w, 3]      RGB at the model's input size (the client resizes)
   {id}__jpeg    input  jpeg   BYTES [1]            JPEG-encoded RGB frame at the model's input size
   {id}__float   input  tensor FP32  [1, 3, h, w]   preprocessed (normalised) tensor
@@ -55,7 +55,7 @@ def parse_args(argv):
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     ap.add_argument("--http-port", type=int, default=8000)
     ap.add_argument("--grpc-port", type=int, default=8001)
-    ap.add_argument("--payloads", default="raw", help=f"comma-separated subset of {','.join(PAYLOADS)}")
+    ap.add_argument("--payloads", default="jpeg,raw", help=f"comma-separated subset of {','.join(PAYLOADS)}")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per model")
     ap.add_argument("--max-lifetime-s", type=float, default=0.0, help="stop after this long (0: run until signal)")
     args = ap.parse_args(argv)
@@ -204,7 +204,7 @@ class EdgeServerProcess:
     Bounded: it is started with --max-lifetime-s, and stop() kills it if SIGTERM is not enough.
     """
 
-    def __init__(self, models, payloads=("raw",), http_port: int | None = None, grpc_port: int | None = None,
+    def __init__(self, models, payloads=("jpeg", "raw"), http_port: int | None = None, grpc_port: int | None = None,
                  max_lifetime_s: float = 600.0, log_path=None):
         self.models = [Path(m) for m in models]
         self.payloads = list(payloads)
