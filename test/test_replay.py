@@ -98,3 +98,44 @@ def test_no_subscriber_is_a_clear_error(tmp_path):
     bags.write_frames(bag, [synthetic_frame(0, 16, 16)], topic="/nobody/listens")
     with pytest.raises(ReplayError, match="no subscriber on /nobody/listens"):
         replay(bag, None, wait_timeout_s=2)
+
+
+@pytest.mark.slow
+def test_replay_with_edge_link_drop(tmp_path):
+    """mode auto through the fault proxy: the link drops for the middle third of the bag and comes back."""
+    from edge_fixtures import start_server, teacher_and_student
+
+    from robot_compress.tools.faultproxy import FaultProxy
+
+    teacher, student = teacher_and_student(tmp_path)
+    server = start_server([teacher], tmp_path)
+    bag = tmp_path / "in"
+    bags.write_frames(bag, [synthetic_frame(i % 8, 120, 160) for i in range(90)], topic="/drop/image",
+                      rate_hz=30.0, frame_id="cam")
+    try:
+        with FaultProxy(server.http_port, max_lifetime_s=300) as proxy:
+            params = write_params_file(
+                tmp_path / "params.yaml", model_path=str(student), input_topic="/drop/image", threads=1,
+                qos_reliability="reliable", qos_depth=10, diagnostics_period_s=0.5, mode="auto", edge_url=proxy.url,
+                edge_model="teacher_seg", frame_deadline_ms=100.0, hedge_after_ms=40.0, failure_threshold=3,
+                recovery_probes=3, probe_interval_ms=100.0, probe_backoff_max_ms=500.0)
+
+            def link(index, total):
+                if index == 30:
+                    proxy.link_down()
+                elif index == 60:
+                    proxy.passthrough()
+
+            with NodeProcess(params, log_dir=tmp_path) as node:
+                report = replay(bag, None, rate=1.0, on_frame=link, wait_timeout_s=60, drain_s=10)
+                assert node.alive(), node.output
+    finally:
+        server.stop()
+    results = _results_by_key(report)
+    sent = [(stamp, fid) for _, stamp, fid in report.published]
+    assert report.drained and len(results) == 90
+    assert [(r["stamp"]["sec"] * 10**9 + r["stamp"]["nanosec"], r["frame_id"]) for r in results] == sent
+    sources = [r["source"] for r in results]
+    assert set(sources) == {"edge", "local"}
+    assert "edge" in sources[:30], "healthy link: the edge answers"
+    assert set(sources[40:60]) == {"local"}, "link down: local answers every frame"

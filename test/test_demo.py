@@ -1,0 +1,37 @@
+"""`make demo` in a quick mode: the whole chain runs and leaves its summary, output bag and timeline."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robot_compress.tools import bags
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def test_demo_quick_run(tmp_path):
+    out = tmp_path / "demo_output"
+    proc = subprocess.run([sys.executable, "-m", "robot_compress.tools.demo", "--frames", "60", "--out", str(out),
+                           "--no-apt"], capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "robot_compress demo summary" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_published"] == 60 and summary["results"] == 60 and summary["missing"] == 0
+    with bags.BagReader(out / "output_bag") as reader:
+        assert reader.topics["/perception/result"].count >= 60
+    if summary["footage"].get("class_names"):
+        assert summary["accuracy"]["frames_scored"] == 60
+    if summary["edge"]:
+        # The link goes down for frames 20..39: both sources answer, and the switch-overs are counted.
+        assert set(summary["per_source"]) == {"edge", "local"}
+        assert summary["source_switches"] >= 1
+    else:
+        assert "EDGE DISABLED" in proc.stdout and set(summary["per_source"]) == {"local"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "timeline.png").stat().st_size > 10_000
