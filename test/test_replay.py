@@ -127,15 +127,16 @@ def test_replay_with_edge_link_drop(tmp_path):
                     proxy.passthrough()
 
             with NodeProcess(params, log_dir=tmp_path) as node:
-                report = replay(bag, None, rate=1.0, on_frame=link, wait_timeout_s=60, drain_s=10)
+                # Half the camera rate leaves margin on a loaded 2-core machine (latest-frame-wins drops).
+                report = replay(bag, None, rate=0.5, on_frame=link, wait_timeout_s=60, drain_s=10)
                 assert node.alive(), node.output
     finally:
         server.stop()
     results = _results_by_key(report)
     sent = [(stamp, fid) for _, stamp, fid in report.published]
-    assert report.drained and len(results) == 90
+    assert report.drained and len(results) == 90, f"{len(results)} results for 90 frames: {report.counts}"
     assert [(r["stamp"]["sec"] * 10**9 + r["stamp"]["nanosec"], r["frame_id"]) for r in results] == sent
     sources = [r["source"] for r in results]
-    assert set(sources) == {"edge", "local"}
+    assert set(sources) == {"edge", "local"}, sources
     assert "edge" in sources[:30], "healthy link: the edge answers"
-    assert set(sources[40:60]) == {"local"}, "link down: local answers every frame"
+    assert set(sources[40:60]) == {"local"}, f"link down: local answers every frame: {sources}"
