@@ -1,0 +1,161 @@
+"""Build docs/RESULTS.md and docs/figures/ from finished runs, and copy the shipped models into models/.
+
+    .venv/bin/python docs/make_results.py ship     # ONNX + model cards from runs/ -> models/
+    .venv/bin/python docs/make_results.py report   # robot-compress report over runs/ -> docs/RESULTS.md
+
+Every number in RESULTS.md comes from a run's metrics.json (through robot_compress.compress.report or the
+goal check below); the only typed text is the prose header in docs/results_header.md.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RUNS = ROOT / "runs"
+# (run dir, ONNX file in it, name in models/)
+SHIPPED = [
+    ("cifar10_resnet56_teacher_jpeg", "cifar10_resnet56_teacher.onnx", "cifar10_resnet56_teacher.onnx"),
+    ("cifar10_resnet56_to_resnet20_kd_classblind", "cifar10_resnet20_kd_cb85.onnx", "cifar10_resnet20_kd_cb85.onnx"),
+    ("cifar10_resnet56_to_resnet20_kd_classblind", "cifar10_resnet20_kd_cb85_int8.onnx",
+     "cifar10_resnet20_kd_cb85_int8.onnx"),
+    ("camvid_lraspp_kd_classblind", "camvid_lraspp_student.onnx", "camvid_lraspp_student.onnx"),
+]
+DEPLOYED = "cifar10_resnet56_to_resnet20_kd_classblind"
+MAX_BYTES = 25 * 1024 * 1024
+
+
+def ship() -> None:
+    out = ROOT / "models"
+    out.mkdir(exist_ok=True)
+    for run, name, target in SHIPPED:
+        src = RUNS / run / name
+        if not (RUNS / run / "metrics.json").is_file() or not src.is_file():
+            print(f"skip {target}: run {run} not finished")
+            continue
+        if src.stat().st_size > MAX_BYTES:
+            print(f"skip {target}: {src.stat().st_size / 2**20:.1f} MB > 25 MB")
+            continue
+        if name.endswith("_int8.onnx"):
+            card = _int8_card(run, src, out / target)
+            if card is None:
+                continue
+        else:
+            card = json.loads(src.with_suffix(".json").read_text())
+        _write_card(card, run, out / target)
+        shutil.copyfile(src, out / target)
+        print(f"shipped {out / target} ({src.stat().st_size / 2**20:.2f} MB)")
+
+
+RECIPE_FILES = {"cifar10_resnet56_teacher_jpeg": "config/recipes/cifar10_resnet56_teacher_jpeg.yaml",
+                "cifar10_resnet56_to_resnet20_kd_classblind":
+                    "config/recipes/cifar10_resnet56_to_resnet20_kd_classblind.yaml",
+                "camvid_lraspp_kd_classblind": "config/recipes/camvid_lraspp_kd_classblind.yaml"}
+
+
+def _write_card(card: dict, run: str, target: Path) -> None:
+    """The export's card plus where the data, split, recipe and run time come from (read from metrics.json)."""
+    from robot_compress.compress.export import _card_markdown
+
+    metrics = json.loads((RUNS / run / "metrics.json").read_text())
+    recipe = json.loads((RUNS / run / "run.json").read_text())["config"]
+    ds = recipe["dataset"]
+    card["file"] = target.name
+    card["data"] = {"kind": ds["kind"], "source": ds["root"], "input_size": ds["input_size"],
+                    "validation": f"fixed {100 * ds['val_fraction']:g} % split of the training data, seed {ds['seed']}",
+                    "n_train": metrics["dataset"]["n_train"], "n_val": metrics["dataset"]["n_val"],
+                    "fingerprint": metrics["dataset"]["fingerprint"]}
+    card["recipe"] = {"name": recipe["name"], "file": RECIPE_FILES.get(run),
+                      "command": f"robot-compress run {RECIPE_FILES.get(run)}",
+                      "run_time_s_2core_cpu": round(sum(s["seconds"] for s in metrics["stages"]))}
+    if metrics.get("teacher"):
+        t = metrics["teacher"]
+        card["teacher"] = {"model": t["model"], "params_nonzero": t["params"]["nonzero"],
+                           "val_metrics": {k: v for k, v in t["metrics"].items() if isinstance(v, float)}}
+    target.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    d, r = card["data"], card["recipe"]
+    extra = ["## Data and recipe", "",
+             f"- data: {d['kind']} from `{d['source']}` at {d['input_size'][0]}x{d['input_size'][1]}; "
+             f"validation = {d['validation']} ({d['n_val']} items, never trained on); {d['n_train']} training items "
+             f"used; fingerprint `{d['fingerprint']}`",
+             f"- recipe `{r['name']}`: `{r['command']}` ({r['run_time_s_2core_cpu']} s on the shared 2-core CPU, "
+             "after the runs it starts from)"]
+    if card.get("teacher"):
+        t = card["teacher"]
+        extra.append(f"- teacher {t['model']}: {t['params_nonzero']} nonzero params, validation "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in t["val_metrics"].items()))
+    extra.append("- latency: runtime Engine (preprocess + onnxruntime), 1 thread, single frame, on the shared "
+                 "2-core development CPU under load")
+    target.with_suffix(".md").write_text(_card_markdown(card) + "\n".join(extra) + "\n")
+
+
+def _int8_card(run: str, src: Path, target: Path) -> dict | None:
+    """INT8 ships only within 0.5 pt of its FP32 model (both through the Engine); its card is the FP32
+    card with the INT8 file, metrics and quantization settings."""
+    metrics = json.loads((RUNS / run / "metrics.json").read_text())
+    entries = {e["kind"]: e for e in metrics["onnx"]}
+    fp32, int8 = entries["fp32"], entries.get("int8")
+    primary = metrics["primary"]
+    if not int8 or not int8.get("metrics"):
+        print(f"skip {target.name}: INT8 model not evaluated")
+        return None
+    drop = 100 * (fp32["metrics"][primary] - int8["metrics"][primary])
+    if drop > 0.5:
+        print(f"skip {target.name}: INT8 loses {drop:.2f} pt vs FP32 (> 0.5)")
+        return None
+    card = json.loads((RUNS / run / fp32["path"]).with_suffix(".json").read_text())
+    card["model_id"] = card["model_id"] + "_int8"
+    card["file"] = target.name
+    card["metrics"] = {k: v for k, v in int8["metrics"].items() if isinstance(v, (int, float, str))}
+    card["metrics"]["quantization"] = "INT8 QDQ static (onnxruntime), per-channel weights, 128 train images"
+    card["metrics"]["top1_drop_vs_fp32_pts"] = round(drop, 3)
+    return card
+
+
+def goal_check() -> list[str]:
+    """Issue 7's classification goal, computed from the deployed run's metrics.json."""
+    path = RUNS / DEPLOYED / "metrics.json"
+    if not path.is_file():
+        return ["## Goal check (classification)", "", f"Not available: run {DEPLOYED} has not finished.", ""]
+    m = json.loads(path.read_text())
+    s, t = m["student"], m["teacher"]
+    ratio = s["params"]["nonzero"] / t["params"]["nonzero"]
+    gap = 100 * (t["metrics"]["top1"] - s["metrics"]["top1"])
+    onnx = {e["kind"]: e.get("metrics", {}) for e in m.get("onnx", [])}
+    lines = ["## Goal check (classification)", "",
+             f"Deployed student `{DEPLOYED}` ({s['model']}, {m['pruning']['criterion']} "
+             f"{100 * m['pruning']['amount']:g} %): {s['params']['nonzero']} nonzero parameters = "
+             f"{100 * ratio:.2f} % of the teacher's {t['params']['nonzero']} (goal <= 5 %: "
+             f"{'met' if ratio <= 0.05 else 'missed'}); top-1 {100 * s['metrics']['top1']:.2f} % vs teacher "
+             f"{100 * t['metrics']['top1']:.2f} % = {gap:.2f} pt below (goal <= 1.0 pt: "
+             f"{'met' if gap <= 1.0 else f'missed by {gap - 1.0:.2f} pt'}).", ""]
+    for kind, om in onnx.items():
+        if om:
+            lines.append(f"- ONNX {kind} through the runtime Engine: top-1 {100 * om['top1']:.2f} %, "
+                         f"p50 latency {om.get('latency_ms_p50_1thread')} ms (1 thread)")
+    return lines + [""]
+
+
+def report() -> None:
+    from robot_compress.compress.report import write_report
+
+    runs = [p for p in sorted(RUNS.iterdir()) if p.is_dir() and any(p.rglob("metrics.json"))]
+    figures = ROOT / "docs" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = write_report(runs, tmp).read_text()
+        for png in Path(tmp).glob("*.png"):
+            shutil.copyfile(png, figures / png.name)
+            text = text.replace(f"]({png.name})", f"](figures/{png.name})")
+    text = text.replace(str(ROOT) + "/", "")
+    header = (ROOT / "docs" / "results_header.md").read_text()
+    (ROOT / "docs" / "RESULTS.md").write_text(header.rstrip() + "\n\n" + "\n".join(goal_check()) + "\n" + text)
+    print(f"wrote {ROOT / 'docs' / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    {"ship": ship, "report": report}[sys.argv[1] if len(sys.argv) > 1 else "report"]()
