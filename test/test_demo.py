@@ -19,11 +19,15 @@ def test_demo_quick_run(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "robot_compress demo summary" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["frames_published"] == 60 and summary["results"] == 60 and summary["missing"] == 0
+    # Every frame is answered or counted as dropped by the node's latest-frame-wins slot (a loaded CI box
+    # may make the node skip a frame); none may vanish, and drops stay rare.
+    assert summary["frames_published"] == 60
+    assert summary["unaccounted"] == 0, summary
+    assert summary["results"] >= 54, summary
     with bags.BagReader(out / "output_bag") as reader:
         assert reader.topics["/perception/result"].count >= 60
     if summary["footage"].get("class_names"):
-        assert summary["accuracy"]["frames_scored"] == 60
+        assert summary["accuracy"]["frames_scored"] == summary["results"]
     if summary["edge"]:
         # The link goes down for frames 20..39: both sources answer, and the switch-overs are counted.
         assert set(summary["per_source"]) == {"edge", "local"}

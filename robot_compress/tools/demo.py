@@ -227,6 +227,11 @@ def analyse(report, events: dict, rate_hz: float) -> dict:
                "per_source": {s: sources.count(s) for s in sorted(set(sources))},
                "source_switches": switches, "node_transitions": last.get("processor.transitions"),
                "node_frames_in": last.get("frames_in"), "node_dropped": last.get("dropped"),
+               "node_bad_frames": last.get("bad_frames"),
+               # Frames neither answered nor counted by the node (latest-frame-wins drops, bad frames):
+               # must be 0, or a frame vanished silently.
+               "unaccounted": report.frames_published - len(ordered) - int(last.get("dropped") or 0)
+               - int(last.get("bad_frames") or 0),
                "events": events, "rate_hz": rate_hz}
     for s in ["all"] + sorted(set(sources)):
         lat = [v for _, src, v in ordered if s == "all" or src == s]
@@ -266,8 +271,8 @@ def plot_timeline(rows, events: dict, path: Path, title: str) -> bool:
 def format_summary(s: dict, score=None) -> str:
     lines = ["", "=" * 64, "robot_compress demo summary", "=" * 64,
              f"{'frames published':<28}{s['frames_published']}",
-             f"{'results (one per frame)':<28}{s['results']}  (missing {s['missing']}; node dropped "
-             f"{s.get('node_dropped')})"]
+             f"{'results (one per frame)':<28}{s['results']}  (missing {s['missing']}: node dropped "
+             f"{s.get('node_dropped')} under latest-frame-wins, unaccounted {s['unaccounted']})"]
     for src, n in s["per_source"].items():
         lines.append(f"{'  from ' + src:<28}{n}")
     for key in [k for k in s if k.startswith("latency_ms_")]:
