@@ -89,7 +89,38 @@ def round_trips(peer, node, frames, first_index, timeout=30.0) -> list[float]:
     return out
 
 
-def measure(size_hw, n_frames, model, threads, tmp) -> dict:
+def node_rss_mb(pid: int) -> dict:
+    """Peak (VmHWM) and current (VmRSS) resident memory of the node process, MB (rclpy re-execs in place)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) / 1024.0
+    return {"peak": fields.get("VmHWM", float("nan")), "now": fields.get("VmRSS", float("nan"))}
+
+
+def open_loop(peer, node, frames, rate_hz, first_index, drain_s=5.0) -> dict:
+    """Publish at `rate_hz` without waiting for results; count results (a missing one is a drop)."""
+    from node_harness import make_header
+
+    from robot_compress.ros.image_msgs import rgb_to_image
+
+    keys, t0 = [], time.perf_counter()
+    for i, rgb in enumerate(frames):
+        time.sleep(max(0.0, t0 + i / rate_hz - time.perf_counter()))
+        header = make_header(first_index + i)
+        keys.append((header.stamp.sec, header.stamp.nanosec, header.frame_id))
+        peer.publish(rgb_to_image(rgb, header))
+    try:
+        peer.wait_until(lambda: all(k in peer.result_times for k in keys), drain_s, "open-loop results", node)
+    except AssertionError:
+        pass  # drops are what this phase counts
+    got = [peer.result_times[k] for k in keys if k in peer.result_times]
+    span = (max(got) - t0) if got else float("nan")
+    return {"rate_hz": rate_hz, "published": len(keys), "received": len(got), "fps": len(got) / span}
+
+
+def measure(size_hw, n_frames, model, threads, tmp, rate_hz=30.0) -> dict:
     from node_harness import NodeProcess, Peer, synthetic_frame, write_params_file
 
     from robot_compress.runtime.engine import Engine
@@ -123,6 +154,8 @@ def measure(size_hw, n_frames, model, threads, tmp) -> dict:
             engine_ms += engine_times(engine, chunk)
         with peer.lock:  # receipt-in-callback -> result ready, as the node itself measured it
             inside_ms = [r["latency_ms"] for r in peer.results if r["stamp"]["sec"] < 1000 + 10_000]
+        sustained = open_loop(peer, node, frames, rate_hz, 20_000) if rate_hz > 0 else None
+        rss = node_rss_mb(node.proc.pid)
         node.stop()
         echo.stop()
     finally:
@@ -130,7 +163,8 @@ def measure(size_hw, n_frames, model, threads, tmp) -> dict:
         echo_peer.close()
         node.close()
         echo.close()
-    return {"engine": _pct(engine_ms), "node": _pct(node_ms), "echo": _pct(echo_ms), "inside": _pct(inside_ms)}
+    return {"engine": _pct(engine_ms), "node": _pct(node_ms), "echo": _pct(echo_ms), "inside": _pct(inside_ms),
+            "sustained": sustained, "node_rss_mb": rss}
 
 
 def main(argv=None) -> int:
@@ -141,6 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", type=Path, help="segmentation ONNX model (default: synthetic 1x1-conv at 360x480)")
+    ap.add_argument("--rate", type=float, default=30.0, help="open-loop phase: publish rate in Hz (0 = skip)")
+    ap.add_argument("--json", type=Path, help="also write the measurements as JSON here")
     args = ap.parse_args(argv)
 
     from robot_compress.tools.ros_env import apply_localhost_dds
@@ -150,9 +186,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="node_overhead_") as tmpdir:
         tmp = Path(tmpdir)
         model = args.model or make_model(tmp / "bench_seg.onnx", task="segmentation", input_size=(360, 480))
-        rows = []
+        rows, raw = [], {}
         for size in ((480, 640), (360, 480)):
-            r = measure(size, args.frames, model, args.threads, tmp)
+            r = measure(size, args.frames, model, args.threads, tmp, args.rate)
+            raw[f"{size[1]}x{size[0]}"] = r
             overhead = r["node"][0] - r["engine"][0]
             rows.append((f"{size[1]}x{size[0]}", *r["engine"], *r["inside"], *r["node"], *r["echo"], overhead,
                          overhead - r["echo"][0]))
@@ -167,6 +204,14 @@ def main(argv=None) -> int:
         print("| " + " | ".join([row[0]] + [f"{v:.2f}" for v in row[1:]]) + " |")
     print("\nin-node = receipt in callback -> result ready (the result's latency_ms); node = publish -> result "
           "received\noverhead = node p50 - engine p50; beyond echo = overhead - echo p50 (goal: <= 2 ms)")
+    for frame, r in raw.items():
+        s, m = r["sustained"], r["node_rss_mb"]
+        if s:
+            print(f"{frame}: open loop at {s['rate_hz']:.0f} Hz: {s['received']}/{s['published']} results, "
+                  f"{s['fps']:.1f} frames/s; node RSS peak {m['peak']:.0f} MB")
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(model), "frames": args.frames, "threads": args.threads,
+                                         "sizes": raw}, indent=1), encoding="utf-8")
     return 0
 
 

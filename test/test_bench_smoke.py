@@ -1,0 +1,112 @@
+"""`make bench` smoke run on tiny stand-in models: the report has every variant row and column, every
+measured number is finite, and the figures exist. No timing assertions (timings live in bench/)."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+VARIANTS = ("teacher", "student", "student unstructured 90% (class-blind)", "student structured 50% (no fine-tune)",
+            "student INT8", "student structured 50% + INT8")
+COLUMNS = ("variant", "weights", "params", "MMACs", "size MB", "accuracy", "1 thr p50", "1 thr p95",
+           "1 thr frame p50", "2 thr p50", "2 thr p95", "peak RSS MB", "speedup (1 thr p50)")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("torch_pruning")
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_all
+
+    tmp = tmp_path_factory.mktemp("bench")
+    doc = tmp / "docs" / "BENCHMARKS.md"
+    rc = run_all.main(["--quick", "--tiny", "--skip-node", "--skip-failover", "--build", str(tmp / "build"),
+                       "--doc", str(doc)])
+    assert rc == 0
+    latency = json.loads((tmp / "build" / "model_latency.json").read_text())
+    return doc.read_text(), latency, doc.parent / "figures"
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    tables, current = [], []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current)
+            current = []
+    if current:
+        tables.append(current)
+    return tables
+
+
+def test_every_group_has_a_row_per_variant_and_all_columns(quick_run):
+    text, latency, _ = quick_run
+    latency_tables = [t for t in _tables(text) if t[0][0] == "variant"]
+    assert len(latency_tables) == len(latency["groups"]) == 2
+    for table in latency_tables:
+        assert tuple(table[0]) == COLUMNS
+        rows = table[2:]
+        assert tuple(r[0] for r in rows) == VARIANTS
+        for row in rows:
+            assert len(row) == len(COLUMNS)
+            # random weights: accuracy is never invented
+            assert row[COLUMNS.index("accuracy")].startswith("n/a (random weights)")
+            for col in ("size MB", "1 thr p50", "1 thr p95", "1 thr frame p50", "2 thr p50", "peak RSS MB"):
+                assert math.isfinite(float(row[COLUMNS.index(col)])), (col, row)
+        assert rows[0][COLUMNS.index("speedup (1 thr p50)")] == "1.00x"
+
+
+def test_measured_json_is_finite_and_consistent(quick_run):
+    _, latency, _ = quick_run
+    for v in latency["variants"]:
+        assert Path(v["path"]).is_file()
+        assert v["size_mb"] > 0 and v["peak_rss_mb"] > 0
+        for thr in ("1", "2"):
+            t = v["timing"][thr]
+            assert t["runs"] >= 30
+            assert all(math.isfinite(t[k]) and t[k] > 0 for k in ("session_p50", "session_p95", "frame_p50"))
+            assert t["session_p95"] >= t["session_p50"]
+    # the structured variant really has fewer MACs than the dense student; unstructured keeps them
+    by = {(v["group"], v["name"]): v for v in latency["variants"]}
+    for g in latency["groups"]:
+        dense = by[(g["name"], "student")]
+        assert by[(g["name"], "student structured 50% (no fine-tune)")]["macs"] < dense["macs"]
+        assert by[(g["name"], "student unstructured 90% (class-blind)")]["macs"] == dense["macs"]
+        assert by[(g["name"], "student unstructured 90% (class-blind)")]["params"] < dense["params"]
+    assert {r["group"] for r in latency["ratios"]} == {g["name"] for g in latency["groups"]}
+    assert all(math.isfinite(r["speedup_p50_1thread"]) for r in latency["ratios"])
+    assert latency["profile"], "the segmentation group is profiled"
+    ops = next(iter(latency["profile"].values()))["ops"]
+    assert ops and 0 < sum(o["share"] for o in ops) <= 1.0 + 1e-9  # shares of the top op types
+    assert all(0 < o["share"] <= 1 for o in ops)
+
+
+def test_report_sections_and_figures(quick_run):
+    text, _, figures = quick_run
+    for heading in ("## Goals (issue 8)", "## Model latency", "## perception_node overhead",
+                    "## Failover: switch-over and recovery", "load average at start", "--quick smoke run"):
+        assert heading in text
+    assert "Not run (--skip-node)." in text and "Not run (--skip-failover)." in text
+    for name in ("bench_accuracy_latency.png", "bench_latency_bars.png"):
+        png = figures / name
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{name}" in text
+
+
+def test_markdown_table_parser_reads_failover_output():
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_all
+
+    out = "noise\n| fault | in | switch ms |\n|---|---|---|\n| none | 90 | nan |\n| link_down | 90 | 12.5 |\n"
+    rows = run_all.parse_markdown_table(out)
+    assert rows == [{"fault": "none", "in": "90", "switch ms": "nan"},
+                    {"fault": "link_down", "in": "90", "switch ms": "12.5"}]
+    assert run_all.parse_markdown_table("no table here") == []
