@@ -42,7 +42,7 @@ test: setup-toolkit edge-venv
 demo: setup edge-venv
 	$(PY) -m robot_compress.tools.demo
 
-bench: setup-toolkit
+bench: setup-toolkit edge-venv
 	$(PY) bench/run_all.py
 
 lint: setup

@@ -60,6 +60,7 @@ class Group:
     teacher_ckpt: list[str] = field(default_factory=list)
     student_ckpt: list[str] = field(default_factory=list)
     deployed_onnx: list[str] = field(default_factory=list)  # shipped students, shown as extra rows
+    finetuned_onnx: list[str] = field(default_factory=list)  # outputs of the structured + KD recipes, if run
     data: DataRef | None = None
     ignore_index: int | None = None
     structured_ratio: float = 0.5
@@ -74,7 +75,8 @@ def default_groups() -> list[Group]:
                 teacher_ckpt=["runs/cifar10_resnet56_teacher_jpeg/student.pt"],
                 student_ckpt=["runs/cifar10_resnet20_sweep/base-kd/student.pt",
                               "runs/cifar10_resnet20_sweep/base-kd/checkpoints/*distill_student.pt"],
-                deployed_onnx=["models/cifar10_resnet20*.onnx"], data=cifar)
+                deployed_onnx=["models/cifar10_resnet20*.onnx"],
+                finetuned_onnx=["runs/cifar10_resnet20_structured50_kd_int8/*.onnx"], data=cifar)
     camvid_kw = dict(task="segmentation", labels=CAMVID_LABELS, frame_hw=(360, 480),
                      teacher_arch="deeplabv3_mobilenet_v3_large", student_arch="lraspp_mobilenet_v3_large",
                      teacher_onnx=["models/camvid_*teacher*.onnx"],
@@ -82,6 +84,7 @@ def default_groups() -> list[Group]:
                      student_ckpt=["runs/camvid_lraspp_kd_classblind/checkpoints/01_distill_student.pt"],
                      ignore_index=11)
     seg = Group("camvid 180x240", input_size=(180, 240), deployed_onnx=["models/camvid_lraspp*.onnx"],
+                finetuned_onnx=["runs/camvid_lraspp_structured50_kd_int8/*.onnx"],
                 data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (180, 240), 0.15), **camvid_kw)
     seg_full = Group("camvid 360x480", input_size=(360, 480),
                      data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (360, 480), 0.15), **camvid_kw)
@@ -132,11 +135,30 @@ def _onnx_input_hw(path) -> tuple[int, int] | None:
 
 
 def _card_accuracy(onnx_path: Path) -> dict:
+    """Accuracy from the model card beside the file, else from the run's metrics.json (INT8 files have no card)."""
     card = onnx_path.with_suffix(".json")
-    if not card.is_file():
-        return {}
-    metrics = json.loads(card.read_text(encoding="utf-8")).get("metrics", {})
-    return _accuracy(metrics, f"card {card.name}")
+    if card.is_file():
+        found = _accuracy(json.loads(card.read_text(encoding="utf-8")).get("metrics", {}), f"card {card.name}")
+        if found:
+            return found
+    run_metrics = onnx_path.parent / "metrics.json"
+    if run_metrics.is_file():
+        for entry in json.loads(run_metrics.read_text(encoding="utf-8")).get("onnx") or []:
+            if entry.get("path") == onnx_path.name and entry.get("metrics"):
+                return _accuracy(entry["metrics"], f"{run_metrics.relative_to(REPO)}")
+    return {}
+
+
+def _finished_checkpoint(patterns) -> Path | None:
+    """The first checkpoint whose run finished (its run dir has metrics.json, written only at the end):
+    a checkpoint of a run still training is a moving target, not a result."""
+    for pattern in patterns:
+        for hit in sorted(glob.glob(str(REPO / pattern))):
+            path = Path(hit)
+            run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+            if (run_dir / "metrics.json").is_file():
+                return path
+    return None
 
 
 def _accuracy(metrics: dict, source: str) -> dict:
@@ -166,7 +188,7 @@ def _torch_model(group: Group, role: str):
 
     arch = group.teacher_arch if role == "teacher" else group.student_arch
     model = get_model(arch, len(group.labels), **group.arch_cfg.get(role, {}))
-    ckpt = _first(group.teacher_ckpt if role == "teacher" else group.student_ckpt)
+    ckpt = _finished_checkpoint(group.teacher_ckpt if role == "teacher" else group.student_ckpt)
     weights = "random"
     if ckpt is not None:
         load_weights(model, ckpt)
@@ -263,13 +285,14 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
         out.append(v)
     log(f"  {group.name}: INT8 ready ({calib_note})")
 
-    for pattern in group.deployed_onnx:
-        for hit in sorted(glob.glob(str(REPO / pattern))):
-            path = Path(hit)
-            if _onnx_input_hw(path) != tuple(group.input_size):
-                continue
-            out.append(Variant(group.name, f"deployed {path.stem}", str(path), f"trained ({path.relative_to(REPO)})",
-                               _card_accuracy(path)))
+    for label, patterns in (("deployed", group.deployed_onnx), ("fine-tuned", group.finetuned_onnx)):
+        for pattern in patterns:
+            for hit in sorted(glob.glob(str(REPO / pattern))):
+                path = Path(hit)
+                if _onnx_input_hw(path) != tuple(group.input_size):
+                    continue
+                out.append(Variant(group.name, f"{label} {path.stem}", str(path),
+                                   f"trained ({path.relative_to(REPO)})", _card_accuracy(path)))
     for v in out:
         v.size_mb = Path(v.path).stat().st_size / 1e6
     return out

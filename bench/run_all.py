@@ -112,15 +112,25 @@ def _teacher(latency: dict, group: str) -> dict | None:
     return next((v for v in latency["variants"] if v["group"] == group and v["name"] == "teacher"), None)
 
 
-def within_budget(variant: dict, teacher: dict | None, task: str) -> bool | None:
-    """True/False when both accuracies are known, None when one is not."""
+def accuracy_gap_pts(variant: dict, teacher: dict | None) -> float | None:
+    """Teacher minus variant in percentage points of the primary metric; None when either is unknown."""
     acc, ref = variant.get("accuracy") or {}, (teacher or {}).get("accuracy") or {}
     if "value" not in acc or "value" not in ref or acc.get("metric") != ref.get("metric"):
         return None
-    return (ref["value"] - acc["value"]) * 100.0 <= ACC_BUDGET_PTS[task]
+    return (ref["value"] - acc["value"]) * 100.0
+
+
+def _gap_text(gap: float | None, task: str) -> str:
+    if gap is None:
+        return "accuracy not measured"
+    budget = ACC_BUDGET_PTS[task]
+    verdict = "within" if gap <= budget else "outside"
+    return f"{gap:+.1f} pt below the teacher, {verdict} the {budget:.0f} pt budget"
 
 
 def goal_rows(latency: dict, node: dict | None) -> list[dict]:
+    """Each goal of issue 8 with the measured value. A speed goal holds only for a variant whose accuracy
+    was measured within the results issue's budget; the fastest variant is shown beside it either way."""
     rows = []
     tasks = {g["name"]: g["task"] for g in latency["groups"]}
     by_key = {(v["group"], v["name"]): v for v in latency["variants"]}
@@ -129,20 +139,29 @@ def goal_rows(latency: dict, node: dict | None) -> list[dict]:
         cands = [r for r in latency["ratios"] if r["group"] == group]
         if not cands:
             continue
-        ok_acc = [r for r in cands if within_budget(by_key[(group, r["variant"])], teacher, task)]
-        best = max(ok_acc or cands, key=lambda r: r["speedup_p50_1thread"])
-        acc_note = ("accuracy within budget" if ok_acc else
-                    "no variant has a measured accuracy within budget; fastest shown")
-        rows.append({"goal": f"{group}: student >= {SPEEDUP_GOAL:.0f}x faster than teacher (p50, 1 thread)",
-                     "measured": f"{best['speedup_p50_1thread']:.1f}x ({best['variant']}; {acc_note})",
-                     "holds": bool(ok_acc) and best["speedup_p50_1thread"] >= SPEEDUP_GOAL})
+        gaps = {r["variant"]: accuracy_gap_pts(by_key[(group, r["variant"])], teacher) for r in cands}
+        ok = [r for r in cands if gaps[r["variant"]] is not None and gaps[r["variant"]] <= ACC_BUDGET_PTS[task]]
+        metrics = [("speedup_p50_1thread", SPEEDUP_GOAL, "{:.1f}x",
+                    f"{group}: student >= {SPEEDUP_GOAL:.0f}x faster than teacher (p50, 1 thread)")]
         if task == "segmentation":
-            fbest = max(ok_acc or cands, key=lambda r: r["frame_fps_1thread"])
-            h, w = fbest["frame_hw"]
-            rows.append({"goal": f"{group}: {w}x{h} frames at >= {FPS_GOAL:.0f} frames/s on one core "
-                                 "(Engine.infer incl. resize + mask)",
-                         "measured": f"{fbest['frame_fps_1thread']:.1f} frames/s ({fbest['variant']}; {acc_note})",
-                         "holds": bool(ok_acc) and fbest["frame_fps_1thread"] >= FPS_GOAL})
+            h, w = cands[0]["frame_hw"]
+            metrics.append(("frame_fps_1thread", FPS_GOAL, "{:.1f} frames/s",
+                            f"{group}: {w}x{h} frames at >= {FPS_GOAL:.0f} frames/s on one core "
+                            "(Engine.infer incl. resize + mask)"))
+        for key, goal, fmt, text in metrics:
+            fastest = max(cands, key=lambda r: r[key])
+            parts = []
+            best_ok = max(ok, key=lambda r: r[key]) if ok else None
+            if best_ok is not None:
+                parts.append(f"{fmt.format(best_ok[key])} within the accuracy budget ({best_ok['variant']}, "
+                             f"{_gap_text(gaps[best_ok['variant']], task)})")
+            else:
+                parts.append("no variant has a measured accuracy within the budget")
+            if best_ok is None or best_ok is not fastest:
+                parts.append(f"fastest: {fmt.format(fastest[key])} ({fastest['variant']}, "
+                             f"{_gap_text(gaps[fastest['variant']], task)})")
+            rows.append({"goal": text, "measured": "; ".join(parts),
+                         "holds": best_ok is not None and best_ok[key] >= goal})
     if node and "sizes" in node:
         for frame, r in node["sizes"].items():
             beyond = r["node"][0] - r["engine"][0] - r["echo"][0]
@@ -316,15 +335,17 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
         out += [f"`bench/node_overhead.py --frames {node['frames']}` with `{Path(node['model']).name}`, "
                 f"{node['threads']} thread. Closed loop (publish, wait for the result, next), node / echo / bare "
                 "Engine interleaved in blocks of 10 frames. *overhead* = node p50 - Engine p50; *beyond echo* = "
-                "overhead - echo p50 (the echo node is the cheapest rclpy round trip with the same messages). "
+                "overhead - echo p50 (the echo node is the cheapest rclpy round trip with the same messages); "
+                "*in-node* = the node's own receipt -> result time. "
                 "*open loop*: frames published at 30 Hz without waiting; a missing result is a drop.", "",
-                "| frame | Engine p50 | node p50 | node p95 | echo p50 | overhead p50 | beyond echo | "
+                "| frame | Engine p50 | in-node p50 | node p50 | node p95 | echo p50 | overhead p50 | beyond echo | "
                 "open loop: results / sent | frames/s | node RSS peak MB |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for frame, r in node["sizes"].items():
             s = r.get("sustained") or {}
             overhead = r["node"][0] - r["engine"][0]
-            out.append(f"| {frame} | {r['engine'][0]:.2f} | {r['node'][0]:.2f} | {r['node'][1]:.2f} | "
+            out.append(f"| {frame} | {r['engine'][0]:.2f} | {r['inside'][0]:.2f} | {r['node'][0]:.2f} | "
+                       f"{r['node'][1]:.2f} | "
                        f"{r['echo'][0]:.2f} | {overhead:.2f} | {overhead - r['echo'][0]:.2f} | "
                        f"{s.get('received', 'n/a')} / {s.get('published', 'n/a')} | {_f(s.get('fps'), '{:.1f}')} | "
                        f"{r['node_rss_mb']['peak']:.0f} |")
