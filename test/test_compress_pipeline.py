@@ -182,3 +182,14 @@ def test_report_lists_every_run_with_params_and_run_time(run_dir, tmp_path):
     assert f"| {p['total']} | {p['nonzero']} | {p['effective']} |" in row
     seconds = sum(s["seconds"] for s in metrics["stages"])
     assert row.rstrip().endswith(f"| {seconds:.0f} |")
+
+
+def test_sweep_kd_off_cells_fine_tune_without_the_teacher(tmp_path):
+    from robot_compress.compress.sweep import cell_recipe
+
+    recipe = load_recipe(RECIPE)
+    recipe = recipe.model_copy(update={"stages": [
+        s.model_copy(update={"kd": True}) if s.stage == "finetune" else s for s in recipe.stages]})
+    finetune = {kd: next(s for s in cell_recipe(recipe, tmp_path, kd, "random", 0.5).stages
+                         if s.stage == "finetune") for kd in (True, False)}
+    assert finetune[True].kd is True and finetune[False].kd is False

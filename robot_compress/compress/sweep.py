@@ -49,6 +49,8 @@ def cell_recipe(recipe: rc.Recipe, base_dir: Path, kd: bool, criterion: str, amo
     for stage in suffix:
         if stage.stage == "prune":
             stage = stage.model_copy(update={"criterion": criterion, "amount": amount})
+        if stage.stage == "finetune" and stage.kd and not kd:  # a "KD off" cell must not distil either
+            stage = stage.model_copy(update={"kd": False})
         stages.append(stage)
     student_ckpt = base_dir / "student.pt"
     student = recipe.student.model_copy(update={"checkpoint": str(student_ckpt)}) if student_ckpt.is_file() \
