@@ -149,6 +149,25 @@ def _card_accuracy(onnx_path: Path) -> dict:
     return {}
 
 
+def _card_params(onnx_path: Path) -> int | None:
+    """Nonzero parameter count from the model card (an INT8 file shares its FP32 source's card)."""
+    for card in (onnx_path.with_suffix(".json"), onnx_path.with_name(onnx_path.stem.removesuffix("_int8") + ".json")):
+        if card.is_file():
+            nonzero = json.loads(card.read_text(encoding="utf-8")).get("params", {}).get("nonzero")
+            if nonzero is not None:
+                return int(nonzero)
+    return None
+
+
+def _run_macs(onnx_path: Path) -> int | None:
+    """MACs after structured pruning, from the run's metrics.json (None when the run did not record it)."""
+    run_metrics = onnx_path.parent / "metrics.json"
+    if not run_metrics.is_file():
+        return None
+    report = (json.loads(run_metrics.read_text(encoding="utf-8")).get("structured") or {}).get("report") or {}
+    return report.get("macs_after")
+
+
 def _finished_checkpoint(patterns) -> Path | None:
     """The first checkpoint whose run finished (its run dir has metrics.json, written only at the end):
     a checkpoint of a run still training is a moving target, not a result."""
@@ -246,8 +265,12 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
 
     shipped = _first(group.teacher_onnx)
     if shipped is not None and _onnx_input_hw(shipped) == tuple(group.input_size):
+        from robot_compress.compress.models import get_model
+
+        arch_macs = _count(get_model(group.teacher_arch, len(group.labels), **group.arch_cfg.get("teacher", {})),
+                           example)[0]  # MACs follow from the architecture, whatever the weights
         out.append(Variant(group.name, "teacher", str(shipped), f"trained ({shipped.relative_to(REPO)})",
-                           _card_accuracy(shipped)))
+                           _card_accuracy(shipped), params=_card_params(shipped), macs=arch_macs))
     else:
         teacher, weights = _torch_model(group, "teacher")
         path = _export(teacher, group, work / f"{slug}_teacher.onnx", f"{slug}_teacher")
@@ -292,7 +315,8 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
                 if _onnx_input_hw(path) != tuple(group.input_size):
                     continue
                 out.append(Variant(group.name, f"{label} {path.stem}", str(path),
-                                   f"trained ({path.relative_to(REPO)})", _card_accuracy(path)))
+                                   f"trained ({path.relative_to(REPO)})", _card_accuracy(path),
+                                   params=_card_params(path), macs=_run_macs(path)))
     for v in out:
         v.size_mb = Path(v.path).stat().st_size / 1e6
     return out
@@ -469,8 +493,6 @@ def run(groups: list[Group], work: Path, runs: int, threads=(1, 2), evaluate: bo
               "profile": {}}
     if profile:
         for group in groups:
-            if group.task != "segmentation":
-                continue
             best = fastest_student(variants, group.name)
             if best is not None:
                 result["profile"][group.name] = {"variant": best.name, "ops": hot_ops(best.path, frames[group.name])}

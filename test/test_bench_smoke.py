@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("teacher", "student", "student unstructured 90% (class-blind)", "student structured 50% (no fine-tune)",
             "student INT8", "student structured 50% + INT8")
-COLUMNS = ("variant", "weights", "params", "MMACs", "size MB", "accuracy", "1 thr p50", "1 thr p95",
+COLUMNS = ("variant", "weights", "nonzero params", "MMACs", "size MB", "accuracy", "1 thr p50", "1 thr p95",
            "1 thr frame p50", "2 thr p50", "2 thr p95", "peak RSS MB", "speedup (1 thr p50)")
 
 
@@ -83,7 +83,7 @@ def test_measured_json_is_finite_and_consistent(quick_run):
         assert by[(g["name"], "student unstructured 90% (class-blind)")]["params"] < dense["params"]
     assert {r["group"] for r in latency["ratios"]} == {g["name"] for g in latency["groups"]}
     assert all(math.isfinite(r["speedup_p50_1thread"]) for r in latency["ratios"])
-    assert latency["profile"], "the segmentation group is profiled"
+    assert set(latency["profile"]) == {g["name"] for g in latency["groups"]}, "every group is profiled"
     ops = next(iter(latency["profile"].values()))["ops"]
     assert ops and 0 < sum(o["share"] for o in ops) <= 1.0 + 1e-9  # shares of the top op types
     assert all(0 < o["share"] <= 1 for o in ops)
