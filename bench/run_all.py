@@ -360,9 +360,13 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
     ]
     if latency.get("profile"):
         out += ["### Where the time goes (onnxruntime profiler, 1 thread, fastest student variant)", ""]
+        by_key = {(v["group"], v["name"]): v for v in latency["variants"]}
         for group, prof in latency["profile"].items():
             ops = ", ".join(f"{o['op']} {o['share'] * 100:.0f} % ({o['ms_per_run']:.2f} ms)" for o in prof["ops"])
-            out += [f"- {group}, {prof['variant']}: {ops}"]
+            t = by_key[(group, prof["variant"])]["timing"]["1"]
+            out += [f"- {group}, {prof['variant']}: kernels {ops}; outside the session (frame p50 - session p50: "
+                    f"camera-frame resize, normalise, argmax / top-k, mask back to frame size) "
+                    f"{t['frame_p50'] - t['session_p50']:.2f} ms"]
         out += [""]
     if figures:
         out += ["![accuracy vs latency](" + f"{fig_rel}/bench_accuracy_latency.png)", "",

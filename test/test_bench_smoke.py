@@ -110,3 +110,26 @@ def test_markdown_table_parser_reads_failover_output():
     assert rows == [{"fault": "none", "in": "90", "switch ms": "nan"},
                     {"fault": "link_down", "in": "90", "switch ms": "12.5"}]
     assert run_all.parse_markdown_table("no table here") == []
+
+
+def _fake_latency(student_acc, teacher_acc=0.93, student_ms=1.0, teacher_ms=10.0):
+    def variant(name, acc, ms):
+        return {"group": "g", "name": name, "accuracy": {} if acc is None else {"metric": "top1", "value": acc},
+                "timing": {"1": {"session_p50": ms, "frame_p50": ms}}}
+
+    variants = [variant("teacher", teacher_acc, teacher_ms), variant("student", student_acc, student_ms)]
+    return {"groups": [{"name": "g", "task": "classification"}], "variants": variants,
+            "ratios": [{"group": "g", "variant": "student", "speedup_p50_1thread": teacher_ms / student_ms,
+                        "frame_fps_1thread": 1000.0 / student_ms, "frame_hw": [32, 32]}]}
+
+
+def test_speed_goal_holds_only_within_the_accuracy_budget():
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_all
+
+    assert run_all.goal_rows(_fake_latency(0.925), None)[0]["holds"] is True  # 10x, -0.5 pt
+    assert run_all.goal_rows(_fake_latency(0.90), None)[0]["holds"] is False  # 10x but -3 pt
+    assert run_all.goal_rows(_fake_latency(0.925, student_ms=4.0), None)[0]["holds"] is False  # 2.5x
+    unknown = run_all.goal_rows(_fake_latency(None), None)[0]
+    assert unknown["holds"] == "speed only: accuracy not measured"
+    assert "accuracy not measured" in unknown["measured"]
