@@ -260,8 +260,14 @@ def plots(latency: dict, fig_dir: Path) -> list[str]:
     groups = [g["name"] for g in latency["groups"]]
     names = []
 
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
-    for ax, group in zip(axes[0], groups, strict=True):
+    from matplotlib.ticker import FormatStrFormatter
+
+    plain = FormatStrFormatter("%g")
+    scored_groups = [g for g in groups
+                     if any("value" in (v.get("accuracy") or {}) for v in latency["variants"] if v["group"] == g)]
+    shown = scored_groups or groups[:1]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4.2), squeeze=False)
+    for ax, group in zip(axes[0], shown, strict=True):
         pts = [v for v in latency["variants"] if v["group"] == group]
         scored = [v for v in pts if "value" in (v.get("accuracy") or {})]
         for v in scored:
@@ -271,9 +277,12 @@ def plots(latency: dict, fig_dir: Path) -> list[str]:
                         textcoords="offset points")
         metric = scored[0]["accuracy"]["metric"] if scored else "accuracy"
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=6)
         ax.set_xlabel("onnxruntime p50 latency, 1 thread (ms, log)")
         ax.set_ylabel(f"{metric} (%)")
-        ax.set_title(group + ("" if scored else " (no trained weights: nothing scored)"), fontsize=9)
+        ax.set_title(group + ("" if scored else " (no trained weights in any group: nothing scored)"), fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(fig_dir / "bench_accuracy_latency.png", dpi=110)
@@ -293,6 +302,9 @@ def plots(latency: dict, fig_dir: Path) -> list[str]:
         ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
         ax.set_ylabel("ms")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=6)
         ax.set_title(group, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
