@@ -8,14 +8,28 @@ import sys
 import pytest
 
 from robot_compress.tools import bags
+from robot_compress.tools.demo import CAMVID_ZIP, find_vtest
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
+# The full chain (edge + link drop) on whatever footage this machine has, plus each other footage source
+# local-only: a fresh machine without ../shared falls back to vtest (JPEG bag) or the synthetic scene.
+CASES = [
+    pytest.param("auto", [], id="auto-with-edge"),
+    pytest.param("camvid", ["--no-edge"], id="camvid-local",
+                 marks=pytest.mark.skipif(not CAMVID_ZIP.is_file(), reason="../shared CamVid absent")),
+    pytest.param("vtest", ["--no-edge"], id="vtest-jpeg-local",
+                 marks=pytest.mark.skipif(find_vtest(False) is None, reason="Debian opencv-doc not installed")),
+    pytest.param("synthetic", ["--no-edge"], id="synthetic-local"),
+]
 
-def test_demo_quick_run(tmp_path):
+
+@pytest.mark.parametrize("source, extra", CASES)
+def test_demo_quick_run(tmp_path, source, extra):
     out = tmp_path / "demo_output"
-    proc = subprocess.run([sys.executable, "-m", "robot_compress.tools.demo", "--frames", "60", "--out", str(out),
-                           "--no-apt"], capture_output=True, text=True, timeout=170)
+    cmd = [sys.executable, "-m", "robot_compress.tools.demo", "--frames", "60", "--out", str(out), "--no-apt",
+           "--source", source, *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "robot_compress demo summary" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())

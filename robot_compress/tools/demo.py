@@ -109,7 +109,7 @@ def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_a
     if source in ("auto", "camvid") and CAMVID_ZIP.is_file():
         pairs = list(camvid_from_zip(CAMVID_ZIP, "val", max_frames=min(frames, 101)))
         pairs = _ping_pong(pairs, frames)
-        info = {"kind": "camvid-val", "source": str(CAMVID_ZIP), "class_names": CAMVID_LABELS,
+        info = {"kind": "camvid-val", "source": str(CAMVID_ZIP), "class_names": CAMVID_LABELS, "image_format": "rgb8",
                 "ignore_index": CAMVID_IGNORE, "note": "CamVid (Brostow et al. 2008), SegNet split, val frames"}
         bags.write_frames(path, [f for f, _ in pairs], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
                           label_masks=[lab for _, lab in pairs], info=info, overwrite=True)
@@ -122,7 +122,7 @@ def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_a
 
         it, fps = video_frames(vtest, max_frames=frames)
         clip = list(it)
-        info = {"kind": "video", "source": str(vtest), "video_fps": fps,
+        info = {"kind": "video", "source": str(vtest), "video_fps": fps, "image_format": "jpeg",
                 "note": "Debian opencv-doc examples/data/vtest.avi (pedestrians); no labels: not scored"}
         bags.write_frames(path, _ping_pong(clip, frames), rate_hz=rate_hz, frame_id="camera", fmt="jpeg",
                           info=info, overwrite=True)
@@ -131,7 +131,7 @@ def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_a
         raise bags.BagError("vtest.avi not found (install Debian's opencv-doc)")
     pairs = list(synthetic_scene(frames, 360, 480))
     info = {"kind": "synthetic", "source": "robot_compress.tools.bag_from_frames.synthetic_scene",
-            "class_names": CAMVID_LABELS, "ignore_index": CAMVID_IGNORE,
+            "image_format": "rgb8", "class_names": CAMVID_LABELS, "ignore_index": CAMVID_IGNORE,
             "note": "generated numpy road scene (no real footage available); labels exact by construction"}
     bags.write_frames(path, [f for f, _ in pairs], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
                       label_masks=[lab for _, lab in pairs], info=info, overwrite=True)
@@ -323,7 +323,9 @@ def run_demo(args) -> int:
     with ExitStack() as stack:
         overrides = {"input_topic": INPUT_TOPIC, "result_topic": RESULT_TOPIC.lstrip("/"),
                      "mask_topic": MASK_TOPIC.lstrip("/"), "mode": "local", "threads": 1,
-                     "qos_reliability": "reliable", "qos_depth": 10, "diagnostics_period_s": 0.5}
+                     "qos_reliability": "reliable", "qos_depth": 10, "diagnostics_period_s": 0.5,
+                     # The node must subscribe the message type the bag holds (Image vs CompressedImage).
+                     "compressed_input": info["image_format"] == "jpeg"}
         proxy = None
         if use_edge:
             from robot_compress.runtime.engine import read_metadata
