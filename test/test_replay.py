@@ -100,6 +100,18 @@ def test_no_subscriber_is_a_clear_error(tmp_path):
         replay(bag, None, wait_timeout_s=2)
 
 
+def test_message_type_mismatch_is_named(tmp_path, seg_model):
+    """A JPEG bag into a node that subscribes raw Image: the error says which types disagree."""
+    from robot_compress.tools.replay import ReplayError
+
+    bag = tmp_path / "in"
+    bags.write_frames(bag, [synthetic_frame(0, 16, 16)], topic="/cam/image", fmt="jpeg")
+    with _start_node(tmp_path, seg_model, "/cam/image", compressed=False):
+        with pytest.raises(ReplayError, match="subscribers of type sensor_msgs/msg/Image but the bag holds "
+                                              "sensor_msgs/msg/CompressedImage"):
+            replay(bag, None, wait_timeout_s=5)
+
+
 @pytest.mark.slow
 def test_replay_with_edge_link_drop(tmp_path):
     """mode auto through the fault proxy: the link drops for the middle third of the bag and comes back."""

@@ -162,7 +162,7 @@ def _run_ros(report, frames, camera_types, remap, record, expect_topic, rate, lo
         spinner = threading.Thread(target=_spin, args=(executor, stop_spin), daemon=True)
         spinner.start()
 
-        _wait_for_graph(pubs, subs, wait_timeout_s, stop, log)
+        _wait_for_graph(node, pubs, subs, wait_timeout_s, stop, log)
         total = len(frames) * loops
         index = 0
         wall_origin = time.time_ns()
@@ -216,7 +216,7 @@ def _spin(executor, stop_spin):
             return
 
 
-def _wait_for_graph(pubs, subs, timeout_s, stop, log):
+def _wait_for_graph(node, pubs, subs, timeout_s, stop, log):
     """Block until every camera topic has a subscriber and every recorded topic a publisher (bounded)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -229,10 +229,24 @@ def _wait_for_graph(pubs, subs, timeout_s, stop, log):
         if time.monotonic() > deadline:
             if no_subscriber:
                 raise ReplayError(f"no subscriber on {', '.join(no_subscriber)} after {timeout_s:.0f} s: is the "
-                                  f"perception node running on this ROS_DOMAIN_ID with the same input topic?")
+                                  f"perception node running on this ROS_DOMAIN_ID with the same input topic?"
+                                  + _type_mismatch_hint(node, pubs, no_subscriber))
             log(f"replay: warning: nothing publishes {', '.join(no_publisher)}; those topics stay empty")
             return
         time.sleep(0.02)  # polling the graph, not waiting for data
+
+
+def _type_mismatch_hint(node, pubs, topics) -> str:
+    """Name subscribers that exist but expect another message type (e.g. Image vs CompressedImage)."""
+    published = {p.topic_name: p.msg_type for p in pubs.values()}
+    hints = []
+    for topic in topics:
+        ours = f"{published[topic].__module__.split('.')[0]}/msg/{published[topic].__name__}"
+        theirs = {info.topic_type for info in node.get_subscriptions_info_by_topic(topic)} - {ours}
+        if theirs:
+            hints.append(f"{topic} has subscribers of type {', '.join(sorted(theirs))} but the bag holds {ours} "
+                         f"(perception_node: set compressed_input to match)")
+    return (" " + "; ".join(hints)) if hints else ""
 
 
 def _wait_first_result(report, lock, expect_topic, timeout_s, stop, log) -> None:
