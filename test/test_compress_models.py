@@ -125,3 +125,12 @@ def test_cifar_resnet20_pretrained_predicts_real_images():
     with torch.no_grad():
         pred = model(torch.tensor(np.stack(xs), dtype=torch.float32)).argmax(1).numpy()
     assert (pred == np.array(ys)).sum() >= 6  # one image per class; a broken option-A net is at chance
+
+
+def test_segmentation_models_use_batchnorm_momentum_0_1():
+    """Short from-scratch training needs BN running stats that keep up (torchvision MobileNetV3 uses 0.01)."""
+    from robot_compress.compress.models import get_model
+
+    model = get_model("lraspp_mobilenet_v3_large", 11)
+    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.1}
