@@ -193,3 +193,16 @@ def test_sweep_kd_off_cells_fine_tune_without_the_teacher(tmp_path):
     finetune = {kd: next(s for s in cell_recipe(recipe, tmp_path, kd, "random", 0.5).stages
                          if s.stage == "finetune") for kd in (True, False)}
     assert finetune[True].kd is True and finetune[False].kd is False
+
+
+def test_pruning_series_keep_sweeps_and_single_runs_apart():
+    from robot_compress.compress.report import pruning_series
+
+    def run(name, amount, acc, sweep=None):
+        return {"name": name, "task": "classification", "primary": "top1", "tags": {"sweep": sweep} if sweep else {},
+                "pruning": {"criterion": "class-blind", "amount": amount},
+                "student": {"model": "resnet20", "kd": True, "metrics": {"top1": acc}, "params": {"effective": 1}}}
+
+    series = pruning_series([run("s-a", 0.5, 0.9, "s"), run("s-b", 0.9, 0.7, "s"), run("deployed", 0.85, 0.85)])
+    assert series[("classification", "resnet20", True, "s")]["class-blind"] == [(0.5, 0.9, 1), (0.9, 0.7, 1)]
+    assert series[("classification", "resnet20", True, "deployed")]["class-blind"] == [(0.85, 0.85, 1)]

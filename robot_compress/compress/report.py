@@ -77,13 +77,16 @@ def table_kd(runs: list[dict]) -> list[str]:
 
 
 def pruning_series(runs: list[dict]) -> dict:
-    """{(task, student, kd): {criterion: [(amount, accuracy, effective_params), ...]}} sorted by amount."""
+    """{(task, student, kd, source): {criterion: [(amount, accuracy, effective_params), ...]}} sorted by amount.
+
+    `source` is the sweep a cell belongs to (else the run's own name): runs with other schedules are
+    separate series, not points on a sweep's curve."""
     series: dict = defaultdict(lambda: defaultdict(list))
     for r in runs:
         if not r.get("pruning"):
             continue
         m = r["student"]["metrics"]
-        key = (r["task"], r["student"]["model"], _kd(r))
+        key = (r["task"], r["student"]["model"], _kd(r), (r.get("tags") or {}).get("sweep") or r["name"])
         series[key][r["pruning"]["criterion"]].append(
             (_amount(r), m[r["primary"]], r["student"]["params"].get("effective")))
     return {k: {c: sorted(v) for c, v in crit.items()} for k, crit in series.items()}
@@ -91,11 +94,11 @@ def pruning_series(runs: list[dict]) -> dict:
 
 def table_pruning(series: dict) -> list[str]:
     out = []
-    for (task, student, kd), crit in sorted(series.items()):
+    for (task, student, kd, source), crit in sorted(series.items()):
         metric = "top-1 %" if task == "classification" else "pixel accuracy %"
         names = sorted(crit)
         amounts = sorted({a for pts in crit.values() for a, _, _ in pts})
-        out += [f"## Accuracy vs % pruned: {student} ({task}, KD {'on' if kd else 'off'}; {metric})", "",
+        out += [f"## Accuracy vs % pruned: {student} ({task}, KD {'on' if kd else 'off'}; {metric}; {source})", "",
                 "| % pruned | " + " | ".join(names) + " | " + " | ".join(f"eff. params ({n})" for n in names) + " |",
                 "|---:|" + "---:|" * (2 * len(names))]
         for a in amounts:
@@ -159,18 +162,19 @@ def plot_series(series: dict, out_dir: Path) -> list[Path]:
 
     paths = []
     by_task: dict = defaultdict(dict)
-    for (task, student, kd), crit in series.items():
-        by_task[(task, student)][kd] = crit
+    for (task, student, kd, source), crit in series.items():
+        by_task[(task, student)][(kd, source)] = crit
     for (task, student), per_kd in sorted(by_task.items()):
         label = "top-1 accuracy (%)" if task == "classification" else "pixel accuracy (%)"
         for kind, xlabel in (("pruned", "% of weights pruned"), ("effective", "effective parameters")):
             fig, ax = plt.subplots(figsize=(6, 4))
-            for kd, crit in sorted(per_kd.items(), reverse=True):
+            several = len({source for _, source in per_kd}) > 1
+            for (kd, source), crit in sorted(per_kd.items(), reverse=True):
                 for name, pts in sorted(crit.items()):
                     xs = [100 * a if kind == "pruned" else e for a, _, e in pts]
                     ys = [100 * v for _, v, _ in pts]
                     ax.plot(xs, ys, marker="o", linestyle="-" if kd else "--",
-                            label=f"{name} ({'KD' if kd else 'no KD'})")
+                            label=f"{name} ({'KD' if kd else 'no KD'})" + (f", {source}" if several else ""))
             if kind == "effective":
                 ax.invert_xaxis()
             ax.set_xlabel(xlabel)
