@@ -76,7 +76,7 @@ def locate_models(work: Path) -> tuple[Path, Path | None, str]:
         return student[0], teacher or student[0], note
     student = make_model(work / "synthetic_student.onnx", input_size=(90, 120), seed=2, model_id="synthetic_student")
     teacher = make_model(work / "synthetic_teacher.onnx", input_size=(180, 240), seed=1, model_id="synthetic_teacher")
-    return student, teacher, ("no models in models/: SYNTHETIC random-weight models built on the fly "
+    return student, teacher, ("no segmentation models in models/: SYNTHETIC random-weight models built on the fly "
                               "(the pipeline is real, the accuracy numbers are meaningless)")
 
 
