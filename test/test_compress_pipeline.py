@@ -98,6 +98,14 @@ def test_segmentation_torch_and_engine_agree(tmp_path):
     assert torch_m["n_pixels"] == onnx_m["n_pixels"] > 0
     assert abs(torch_m["pixel_acc"] - onnx_m["pixel_acc"]) * 100 <= 0.1
     assert abs(torch_m["miou"] - onnx_m["miou"]) * 100 <= 0.1
+    # The report lists the per-class IoU under the dataset's class names.
+    from robot_compress.compress.report import write_report
+
+    text = write_report([tmp_path / "seg"], tmp_path / "rep").read_text()
+    labels = metrics["dataset"]["labels"]
+    assert "| model | " + " | ".join(labels) + " |" in text
+    assert "| tiny_seg (tiny_segnet) | " + " | ".join(
+        "n/a" if v is None else f"{100 * v:.2f}" for v in torch_m["iou_per_class"]) + " |" in text
 
 
 def test_report_has_tables_and_plot(run_dir, tmp_path):

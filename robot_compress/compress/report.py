@@ -128,6 +128,27 @@ def table_segmentation(runs: list[dict]) -> list[str]:
         t = seg[0]["teacher"]
         out += ["", f"Teacher {t['model']}: pixel acc {_pct(t['metrics'].get('pixel_acc'))} %, "
                     f"mIoU {_pct(t['metrics'].get('miou'))} %, {t['params']['total']} params."]
+    return out + [""] + table_class_iou(seg)
+
+
+def table_class_iou(seg: list[dict]) -> list[str]:
+    """Per-class IoU (%) of each segmentation run's student (and its teacher), class names from the dataset."""
+    rows = []
+    for r in sorted(seg, key=lambda r: r["name"]):
+        labels = r.get("dataset", {}).get("labels") or []
+        models = [(f"{r['name']} ({r['student']['model']})", r["student"]["metrics"])]
+        if r.get("teacher"):
+            models.append((f"{r['name']} teacher ({r['teacher']['model']})", r["teacher"]["metrics"]))
+        for name, m in models:
+            ious = m.get("iou_per_class")
+            if ious and len(ious) == len(labels):
+                rows.append((labels, name, ious))
+    if not rows:
+        return []
+    labels = rows[0][0]
+    out = ["## Per-class IoU % (segmentation, validation split)", "",
+           "| model | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    out += [f"| {name} | " + " | ".join(_pct(v) for v in ious) + " |" for lab, name, ious in rows if lab == labels]
     return out + [""]
 
 
