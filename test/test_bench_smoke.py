@@ -133,3 +133,15 @@ def test_speed_goal_holds_only_within_the_accuracy_budget():
     unknown = run_all.goal_rows(_fake_latency(None), None)[0]
     assert unknown["holds"] == "speed only: accuracy not measured"
     assert "accuracy not measured" in unknown["measured"]
+
+
+def test_render_only_rewrites_the_same_tables_from_the_json(quick_run, tmp_path):
+    import run_all
+
+    text, latency, figures = quick_run
+    build = Path(latency["variants"][0]["path"]).parents[1]
+    doc = tmp_path / "again" / "BENCHMARKS.md"
+    doc.parent.mkdir()
+    assert run_all.main(["--render-only", "--build", str(build), "--doc", str(doc)]) == 0
+    assert _tables(doc.read_text()) == _tables(text)
+    assert run_all.main(["--render-only", "--build", str(tmp_path / "empty"), "--doc", str(doc)]) == 2
