@@ -144,7 +144,7 @@ def test_compressed_jpeg_input_with_overlay(tmp_path, running):
             messages.append(corrupt)
     _publish_at_rate(peer, messages)
     counts = peer.wait_for_settled(len(messages), node)
-    assert counts["bad_frames"] == 1 and counts["frames_out"] + counts["dropped"] == 12
+    assert counts["bad_frames"] == 1 and counts["frames_out"] + counts["dropped"] == 12, (counts, node.output)
     peer.wait_until(lambda: len(peer.overlays) >= counts["frames_out"], 30, "overlays", node)
     engine = Engine(model, threads=1)
     for result in peer.results:

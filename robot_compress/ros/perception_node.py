@@ -84,7 +84,7 @@ def _topic(v):
 
 # One table drives declare_parameter, start-up validation, config/perception.yaml and its test.
 PARAMETERS: tuple[Param, ...] = (
-    Param("model_path", "lraspp_mbv3_camvid.onnx",
+    Param("model_path", "camvid_lraspp_student.onnx",
           "ONNX model with robot_compress metadata. Absolute path, or a file name looked up in "
           "share/robot_compress/models, then the source tree's models/.", lambda v: None if v else "must be set"),
     Param("input_topic", "/camera/image_raw", "Camera topic (sensor_msgs/Image, or CompressedImage when "

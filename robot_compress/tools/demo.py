@@ -34,7 +34,7 @@ from robot_compress.tools.ros_env import PACKAGE_ROOT, localhost_dds_env, pick_d
 CAMVID_ZIP = PACKAGE_ROOT.parent / "shared" / "data" / "camvid-trainval.zip"
 VTEST_CANDIDATES = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi",
                     "/usr/share/opencv4/samples/data/vtest.avi", "/usr/share/doc/opencv-doc/examples/vtest.avi")
-STUDENT_NAME = "lraspp_mbv3_camvid.onnx"  # config/perception.yaml's default model_path
+STUDENT_NAME = "camvid_lraspp_student.onnx"  # config/perception.yaml's default model_path
 INPUT_TOPIC, MASK_TOPIC, RESULT_TOPIC = "/camera/image_raw", "/perception/mask", "/perception/result"
 
 
