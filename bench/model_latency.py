@@ -84,7 +84,9 @@ def default_groups() -> list[Group]:
                      teacher_ckpt=["runs/camvid_lraspp_kd_classblind/checkpoints/00_train_teacher.pt"],
                      student_ckpt=["runs/camvid_lraspp_kd_classblind/checkpoints/01_distill_student.pt"],
                      ignore_index=11)
-    seg = Group("camvid 180x240", input_size=(180, 240), deployed_onnx=["models/camvid_lraspp*.onnx"],
+    seg = Group("camvid 180x240", input_size=(180, 240),
+                deployed_onnx=["models/camvid_lraspp*.onnx",  # shipped; else the finished recipe's own export
+                               "runs/camvid_lraspp_kd_classblind/camvid_lraspp_student*.onnx"],
                 finetuned_onnx=["runs/camvid_lraspp_structured50_kd_int8/*.onnx"],
                 data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (180, 240), 0.15), **camvid_kw)
     seg_full = Group("camvid 360x480", input_size=(360, 480),
@@ -317,9 +319,10 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
         for pattern in patterns:
             for hit in sorted(glob.glob(str(REPO / pattern))):
                 path = Path(hit)
-                if _onnx_input_hw(path) != tuple(group.input_size):
-                    continue
-                out.append(Variant(group.name, f"{label} {path.stem}", str(path),
+                name = f"{label} {path.stem}"
+                if _onnx_input_hw(path) != tuple(group.input_size) or any(v.name == name for v in out):
+                    continue  # another size, or the same model already found under models/
+                out.append(Variant(group.name, name, str(path),
                                    f"trained ({path.relative_to(REPO)})", _card_accuracy(path),
                                    params=_card_params(path), macs=_run_macs(path)))
     for v in out:
