@@ -59,14 +59,22 @@ class DatasetInfo:
 
 # ---------------------------------------------------------------- image sources
 
+def _imread(blob, flags: int):
+    """bytes or a path -> the cv2 image (None when it cannot be decoded)."""
+    if isinstance(blob, (bytes, bytearray)):
+        return cv2.imdecode(np.frombuffer(blob, np.uint8), flags)
+    return cv2.imread(str(blob), flags)
+
+
+def _describe(blob) -> str:
+    return "<bytes>" if isinstance(blob, (bytes, bytearray)) else str(blob)
+
+
 def _decode_rgb(blob) -> np.ndarray:
     """bytes or a path -> HWC uint8 RGB."""
-    if isinstance(blob, (bytes, bytearray)):
-        img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
-    else:
-        img = cv2.imread(str(blob), cv2.IMREAD_COLOR)
+    img = _imread(blob, cv2.IMREAD_COLOR)
     if img is None:
-        raise DatasetError(f"cannot decode image {blob if not isinstance(blob, (bytes, bytearray)) else '<bytes>'}")
+        raise DatasetError(f"cannot decode image {_describe(blob)}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -79,12 +87,9 @@ def _decode_label(blob, palette: bool = False) -> np.ndarray:
 
         src = io.BytesIO(blob) if isinstance(blob, (bytes, bytearray)) else str(blob)
         return np.array(Image.open(src))
-    if isinstance(blob, (bytes, bytearray)):
-        lab = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
-    else:
-        lab = cv2.imread(str(blob), cv2.IMREAD_UNCHANGED)
+    lab = _imread(blob, cv2.IMREAD_UNCHANGED)
     if lab is None:
-        raise DatasetError(f"cannot decode label image {blob if not isinstance(blob, (bytes, bytearray)) else ''}")
+        raise DatasetError(f"cannot decode label image {_describe(blob)}")
     return lab if lab.ndim == 2 else lab[:, :, 0]
 
 
