@@ -31,10 +31,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car", "pedestrian",
-                 "bicyclist"]
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from robot_compress.dataset_constants import (  # noqa: E402  (after the sys.path insert above)
+    CAMVID_LABELS,
+    CIFAR10_LABELS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
 
 
 @dataclass

@@ -22,18 +22,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from robot_compress.dataset_constants import (  # noqa: F401  (re-exported: toolkit users import them from here)
+    CAMVID_IGNORE,
+    CAMVID_LABELS,
+    CIFAR10_LABELS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+)
+
 FASHION_MNIST_LABELS = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                         "ankle boot"]
-CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car", "pedestrian",
-                 "bicyclist"]
 VOC_LABELS = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
               "tvmonitor"]
 # COCO category ids of the 20 VOC classes (as torchvision's segmentation reference uses them).
 COCO_TO_VOC = [0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
 
 
@@ -383,9 +386,10 @@ def _camvid(root: Path, *, input_size, train, split=None, augment=False, raw_uin
     if not images:
         raise DatasetError(f"CamVid split {split!r} under {root} is empty")
     # 0..10 are classes; 11 (void) and anything unexpected are scored as void.
-    lut = np.full(256, 11, np.uint8)
-    lut[:11] = np.arange(11)
-    info = DatasetInfo("segmentation", CAMVID_LABELS, input_size or (360, 480), IMAGENET_MEAN, IMAGENET_STD, 11,
+    lut = np.full(256, CAMVID_IGNORE, np.uint8)
+    lut[:CAMVID_IGNORE] = np.arange(CAMVID_IGNORE)
+    info = DatasetInfo("segmentation", CAMVID_LABELS, input_size or (360, 480), IMAGENET_MEAN, IMAGENET_STD,
+                       CAMVID_IGNORE,
                        fp, f"{root}:{split}")
     return ImageDataset(info, images, labels, augment=augment, raw_uint8=raw_uint8, label_map=lut)
 

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_compress.dataset_constants import CAMVID_IGNORE, CAMVID_LABELS  # noqa: F401  (the demo imports them here)
 from robot_compress.tools import bags
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
-CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
-                 "pedestrian", "bicyclist"]
-CAMVID_IGNORE = 11
 
 
 class SourceError(bags.BagError):

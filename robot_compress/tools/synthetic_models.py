@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-CAMVID_LABELS = ["sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car",
-                 "pedestrian", "bicyclist"]
-CIFAR10_LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from robot_compress.dataset_constants import CAMVID_LABELS, CIFAR10_LABELS
 
 
 def make_model(
