@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -11,6 +13,7 @@ from node_harness import NodeProcess, Peer, make_header, synthetic_frame, write_
 
 from robot_compress.runtime import imaging, postprocess
 from robot_compress.runtime.engine import Engine
+from robot_compress.tools.ros_env import localhost_dds_env
 from robot_compress.tools.synthetic_models import make_model
 
 pytestmark = pytest.mark.ros
@@ -237,3 +240,34 @@ def test_bad_start_up_fails_with_one_clear_message(tmp_path, case):
     for text in expected:
         assert text in fatal[0], output
     assert "Traceback" not in output
+
+
+_RACY_START = """
+import os, signal, time, rclpy
+from rclpy.node import Node
+from robot_compress.ros import perception_node as pn
+
+class RacyNode(Node):
+    # Ctrl-C lands after start-up but before spin: rclpy's handler has already shut the context down.
+    def __init__(self):
+        super().__init__("racy_start")
+        rclpy.shutdown()
+    # ... and a second signal arrives while the node is cleaning up.
+    def close(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
+        print("cleanup finished", flush=True)
+
+pn.PerceptionNode = RacyNode
+raise SystemExit(pn.main())
+"""
+
+
+def test_stop_racing_start_up_and_a_second_signal_during_cleanup_still_exit_0():
+    # CI once saw exit -2: SIGINT between the "ready" log and rclpy.spin, then KeyboardInterrupt in close().
+    proc = subprocess.run([sys.executable, "-c", _RACY_START], env=localhost_dds_env(), capture_output=True,
+                          text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "cleanup finished" in out and "Traceback" not in out

@@ -288,6 +288,12 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _ignore_stop_signals() -> None:
+    """Cleanup is bounded (worker join <= 5 s); a second Ctrl-C/SIGTERM must not abort it half-way."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(args=None) -> int:
     # Installed before rclpy.init so rclpy's own handler chains to it after waking the executor.
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -296,13 +302,20 @@ def main(args=None) -> int:
     code = 0
     try:
         node = PerceptionNode()
-        rclpy.spin(node)
+        if rclpy.ok():  # a Ctrl-C during start-up has already shut the context down: nothing to spin
+            rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException, _Terminated):
         pass
     except (ConfigError, ModelLoadError) as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         code = 2
+    except RuntimeError:
+        # The same Ctrl-C landing between that check and spin's executor set-up: rclpy raises RCLError
+        # "context is not valid". A normal stop, not a crash.
+        if rclpy.ok():
+            raise
     finally:
+        _ignore_stop_signals()
         if node is not None:
             node.close()
             node.destroy_node()
