@@ -145,31 +145,70 @@ def goal_check() -> list[str]:
     return lines + [""]
 
 
+SEG_RUNS = ("camvid_lraspp_kd_classuniform", "camvid_lraspp_kd_classblind", "camvid_lraspp_structured50_kd_int8",
+            "camvid_lraspp_structured60_kd_int8")
+
+
+def _compression_method(m: dict) -> str:
+    parts = []
+    if m.get("structured"):
+        parts.append(f"structured {100 * m['structured']['ratio']:g} % of channels")
+    if m.get("pruning"):
+        parts.append(f"{m['pruning']['criterion']} {100 * m['pruning']['amount']:g} %")
+    return " + ".join(parts) or "no pruning"
+
+
 def seg_goal_check() -> list[str]:
     """Issue 7's segmentation goal (>= 90 % compression vs the teacher's nonzero params, <= 2 pt pixel-acc drop)."""
     lines = ["## Goal check (segmentation)", ""]
-    for run in ("camvid_lraspp_kd_classuniform", "camvid_lraspp_kd_classblind"):
+    for run in SEG_RUNS:
         path = RUNS / run / "metrics.json"
         if not path.is_file():
-            lines.append(f"- `{run}`: not finished")
+            lines.append(f"- `{run}`: not run")
             continue
         m = json.loads(path.read_text())
         s, t = m["student"], m["teacher"]
         compression = 1 - s["params"]["nonzero"] / t["params"]["nonzero"]
         drop = 100 * (t["metrics"]["pixel_acc"] - s["metrics"]["pixel_acc"])
-        lines.append(f"- `{run}` ({s['model']}, {m['pruning']['criterion']} {100 * m['pruning']['amount']:g} %): "
+        before = s.get("before_pruning")
+        lines.append(f"- `{run}` ({s['model']}, {_compression_method(m)}): "
                      f"compression {100 * compression:.2f} % of the teacher's nonzero params (goal >= 90 %: "
                      f"{'met' if compression >= 0.9 else 'missed'}); pixel accuracy "
                      f"{100 * s['metrics']['pixel_acc']:.2f} % vs teacher {100 * t['metrics']['pixel_acc']:.2f} % "
-                     f"= {drop:.2f} pt drop (goal <= 2 pt: {'met' if drop <= 2 else 'missed'}); before pruning the "
-                     f"distilled student had {100 * s['before_pruning']['pixel_acc']:.2f} %")
+                     f"= {drop:.2f} pt drop (goal <= 2 pt: {'met' if drop <= 2 else f'missed by {drop - 2:.2f} pt'})"
+                     + (f"; before pruning the distilled student had {100 * before['pixel_acc']:.2f} %" if before
+                        else ""))
+    return lines + [""]
+
+
+REPRO = RUNS / "repro"  # reruns of finished recipes into a mirror tree: runs/repro/X reruns runs/X
+
+
+def repro_check() -> list[str]:
+    """Issue 7's honesty check: a rerun of a short recipe must reproduce its metric within noise."""
+    lines = ["## Reproducibility", ""]
+    pairs = sorted(REPRO.rglob("metrics.json")) if REPRO.is_dir() else []
+    if not pairs:
+        return lines + ["No rerun under `runs/repro/` yet.", ""]
+    lines += ["Each row reruns a finished run from scratch with the same recipe and seeds (different process, "
+              "same machine) into `runs/repro/`, and compares the validation metric of the two.", "",
+              "| run | metric | original % | rerun % | difference pt |", "|---|---|---|---|---|"]
+    for rerun in pairs:
+        rel = rerun.relative_to(REPRO)
+        original = RUNS / rel
+        if not original.is_file():
+            continue
+        a, b = json.loads(original.read_text()), json.loads(rerun.read_text())
+        key = a["primary"]
+        va, vb = a["student"]["metrics"][key], b["student"]["metrics"][key]
+        lines.append(f"| `{rel.parent}` | {key} | {100 * va:.2f} | {100 * vb:.2f} | {100 * (vb - va):+.2f} |")
     return lines + [""]
 
 
 def report() -> None:
     from robot_compress.compress.report import write_report
 
-    runs = [p for p in sorted(RUNS.iterdir()) if p.is_dir() and any(p.rglob("metrics.json"))]
+    runs = [p for p in sorted(RUNS.iterdir()) if p.is_dir() and p != REPRO and any(p.rglob("metrics.json"))]
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +218,7 @@ def report() -> None:
             text = text.replace(f"]({png.name})", f"](figures/{png.name})")
     text = text.replace(str(ROOT) + "/", "")
     header = (ROOT / "docs" / "results_header.md").read_text()
-    goals = "\n".join(goal_check() + seg_goal_check())
+    goals = "\n".join(goal_check() + seg_goal_check() + repro_check())
     (ROOT / "docs" / "RESULTS.md").write_text(header.rstrip() + "\n\n" + goals + "\n" + text)
     print(f"wrote {ROOT / 'docs' / 'RESULTS.md'}")
 

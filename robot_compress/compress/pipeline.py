@@ -311,9 +311,12 @@ def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
 
 
 def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dict:
+    from robot_compress.compress.evaluate import evaluate_torch
     from robot_compress.compress.pruning import is_pruned, make_permanent
     from robot_compress.compress.structured import structured_prune
 
+    state.results.setdefault("student_before_pruning", evaluate_torch(state.student.model, state.data.val,
+                                                                      state.data.info, device=state.device))
     model = state.student.model.cpu().eval()
     if is_pruned(model):
         make_permanent(model)
