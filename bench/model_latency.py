@@ -89,7 +89,7 @@ def default_groups() -> list[Group]:
     seg = Group("camvid 180x240", input_size=(180, 240),
                 deployed_onnx=["models/camvid_lraspp*.onnx",  # shipped; else the finished recipe's own export
                                "runs/camvid_lraspp_kd_classblind/camvid_lraspp_student*.onnx"],
-                finetuned_onnx=["runs/camvid_lraspp_structured50_kd_int8/*.onnx"],
+                finetuned_onnx=["runs/camvid_lraspp_structured*_kd_int8/*.onnx"],
                 data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (180, 240), 0.15), **camvid_kw)
     seg_full = Group("camvid 360x480", input_size=(360, 480),
                      data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (360, 480), 0.15),

@@ -9,7 +9,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from robot_compress.compress.models import get_model  # noqa: E402
-from robot_compress.compress.quantize import quantize_onnx  # noqa: E402
+from robot_compress.compress.quantize import (  # noqa: E402
+    calibration_indices,
+    first_and_last_compute_nodes,
+    quantize_onnx,
+)
 from robot_compress.runtime.metadata import ModelMetadata  # noqa: E402
 from robot_compress.tools.synthetic_models import make_model  # noqa: E402
 
@@ -75,3 +79,39 @@ def test_empty_or_malformed_calibration_is_an_error(tmp_path):
     assert not (tmp_path / "q.onnx").exists()
     with pytest.raises(FileNotFoundError):
         quantize_onnx(tmp_path / "none.onnx", tmp_path / "q.onnx", [np.zeros((1, 3, 8, 8), np.float32)])
+
+
+def _weight_is_quantized(proto, node) -> bool:
+    """In QDQ format a quantized conv/linear reads its weight through a DequantizeLinear node."""
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    weight = producers.get(node.input[1])
+    return weight is not None and weight.op_type == "DequantizeLinear"
+
+
+@pytest.mark.parametrize("float_first_last", [True, False])
+def test_first_and_last_layer_stay_float_unless_asked(tmp_path, float_first_last):
+    fp32 = _tiny_cnn_onnx(tmp_path / "fp32.onnx")
+    calib = [np.random.default_rng(0).normal(0, 1, (4, 3, 16, 16)).astype(np.float32)]
+    out = quantize_onnx(fp32, tmp_path / "int8.onnx", calib, float_first_last=float_first_last)
+    proto = onnx.load(str(out))
+    compute = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(compute) >= 3
+    quantized = [_weight_is_quantized(proto, n) for n in compute]
+    if float_first_last:
+        assert quantized[0] is False and quantized[-1] is False and all(quantized[1:-1])
+    else:
+        assert all(quantized)
+    recorded = json.loads({p.key: p.value for p in proto.metadata_props}["quantization"])["float_nodes"]
+    assert recorded == (first_and_last_compute_nodes(onnx.load(str(fp32))) if float_first_last else [])
+
+
+def test_calibration_indices_spread_over_a_class_sorted_set():
+    labels = np.repeat(np.arange(10), 1000)  # stored class by class, as image folders are
+    picks = calibration_indices(len(labels), 128, seed=0)
+    assert len(set(picks)) == 128 and picks == sorted(picks) and max(picks) < len(labels)
+    assert len(set(labels[picks])) == 10  # the first 128 items would all be class 0
+    assert picks == calibration_indices(len(labels), 128, seed=0)
+    assert picks != calibration_indices(len(labels), 128, seed=1)
+    assert calibration_indices(5, 128) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="empty"):
+        calibration_indices(0, 8)

@@ -296,22 +296,25 @@ def cmd_quantize(argv):
     p.add_argument("--output", required=True)
     p.add_argument("--samples", type=_positive_int, default=32, help="calibration images")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights")
+    p.add_argument("--quantize-all", action="store_true",
+                   help="quantize the first and last conv/linear layer too (default: they stay float)")
     _add_data(p)
     args = p.parse_args(argv)
     import numpy as np
 
     from robot_compress.compress.pipeline import load_data
-    from robot_compress.compress.quantize import quantize_onnx
+    from robot_compress.compress.quantize import calibration_indices, quantize_onnx
     from robot_compress.runtime.engine import read_metadata
 
     meta = read_metadata(args.onnx)
     spec = _data_spec(args)
     spec["input_size"] = list(meta.input_size)
     data = load_data(rc.DataSpec.model_validate(spec))
-    n = min(args.samples, len(data.train))
-    arrays = [np.asarray(data.train[i][0], dtype=np.float32)[None] for i in range(n)]
-    quantize_onnx(args.onnx, args.output, arrays, per_channel=not args.per_tensor)
-    _log(f"wrote {args.output} ({n} calibration images)")
+    picks = calibration_indices(len(data.train), args.samples, spec.get("seed", 0))
+    arrays = [np.asarray(data.train[i][0], dtype=np.float32)[None] for i in picks]
+    quantize_onnx(args.onnx, args.output, arrays, per_channel=not args.per_tensor,
+                  float_first_last=not args.quantize_all)
+    _log(f"wrote {args.output} ({len(picks)} calibration images drawn across the training split)")
     return 0
 
 

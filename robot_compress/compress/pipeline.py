@@ -342,16 +342,16 @@ def stage_export(state: State, stage: rc.ExportStage, index: int) -> dict:
 def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
     import numpy as np
 
-    from robot_compress.compress.quantize import quantize_onnx
+    from robot_compress.compress.quantize import calibration_indices, quantize_onnx
 
     fp32 = [e for e in state.exported if e["kind"] == "fp32"]
     if not fp32:
         raise PipelineError("the quantize stage needs an export stage before it")
     src = state.out / fp32[-1]["path"]
-    n = min(stage.calibration_samples, len(state.data.train))
-    arrays = [np.asarray(state.data.train[i][0], dtype=np.float32)[None] for i in range(n)]
+    picks = calibration_indices(len(state.data.train), stage.calibration_samples, state.recipe.seed)
+    arrays = [np.asarray(state.data.train[i][0], dtype=np.float32)[None] for i in picks]
     dst = src.with_name(src.stem + "_int8.onnx")
-    quantize_onnx(src, dst, arrays, per_channel=stage.per_channel)
+    quantize_onnx(src, dst, arrays, per_channel=stage.per_channel, float_first_last=stage.float_first_last)
     state.exported.append({"kind": "int8", "path": dst.name, "params": fp32[-1]["params"],
                            "sparsity": fp32[-1]["sparsity"]})
     return {"path": dst.name}

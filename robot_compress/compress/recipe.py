@@ -113,8 +113,9 @@ class ExportStage(_Strict):
 
 class QuantizeStage(_Strict):
     stage: Literal["quantize"]
-    calibration_samples: int = Field(32, ge=1)
+    calibration_samples: int = Field(32, ge=1, description="training items, drawn at random over the whole split")
     per_channel: bool = True
+    float_first_last: bool = Field(True, description="keep the first and last conv/linear layer in float")
 
 
 class EvaluateStage(_Strict):
