@@ -145,8 +145,7 @@ def goal_check() -> list[str]:
     return lines + [""]
 
 
-SEG_RUNS = ("camvid_lraspp_kd_classuniform", "camvid_lraspp_kd_classblind", "camvid_lraspp_structured50_kd_int8",
-            "camvid_lraspp_structured60_kd_int8")
+SEG_RUNS = ("camvid_lraspp_structured60_kd_int8", "camvid_lraspp_kd_classuniform", "camvid_lraspp_kd_classblind")
 
 
 def _compression_method(m: dict) -> str:
