@@ -23,10 +23,12 @@ SHIPPED = [
     ("cifar10_resnet56_to_resnet20_kd_classblind", "cifar10_resnet20_kd_cb85.onnx", "cifar10_resnet20_kd_cb85.onnx"),
     ("cifar10_resnet56_to_resnet20_kd_classblind", "cifar10_resnet20_kd_cb85_int8.onnx",
      "cifar10_resnet20_kd_cb85_int8.onnx"),
-    # class-uniform pruning kept the LR-ASPP student's layers alive; class-blind (the fallback) did not.
-    ("camvid_lraspp_kd_classuniform", "camvid_lraspp_student.onnx", "camvid_lraspp_student.onnx"),
+    # structured 60 % + KD: 95 % fewer parameters than the teacher and a smaller graph (faster); the paper's
+    # unstructured class-uniform 70 % student (same accuracy class, no speed-up) is the fallback.
+    ("camvid_lraspp_structured60_kd_int8", "camvid_lraspp_student.onnx", "camvid_lraspp_student.onnx"),
+    ("camvid_lraspp_structured60_kd_int8", "camvid_lraspp_student_int8.onnx", "camvid_lraspp_student_int8.onnx"),
 ]
-FALLBACK = {"camvid_lraspp_kd_classuniform": "camvid_lraspp_kd_classblind"}
+FALLBACK = {"camvid_lraspp_structured60_kd_int8": "camvid_lraspp_kd_classuniform"}
 DEPLOYED = "cifar10_resnet56_to_resnet20_kd_classblind"
 MAX_BYTES = 25 * 1024 * 1024
 
@@ -59,7 +61,8 @@ RECIPE_FILES = {"cifar10_resnet56_teacher_jpeg": "config/recipes/cifar10_resnet5
                 "cifar10_resnet56_to_resnet20_kd_classblind":
                     "config/recipes/cifar10_resnet56_to_resnet20_kd_classblind.yaml",
                 "camvid_lraspp_kd_classblind": "config/recipes/camvid_lraspp_kd_classblind.yaml",
-                "camvid_lraspp_kd_classuniform": "config/recipes/camvid_lraspp_kd_classuniform.yaml"}
+                "camvid_lraspp_kd_classuniform": "config/recipes/camvid_lraspp_kd_classuniform.yaml",
+                "camvid_lraspp_structured60_kd_int8": "config/recipes/camvid_lraspp_structured60_kd_int8.yaml"}
 
 
 def _write_card(card: dict, run: str, target: Path) -> None:
@@ -116,8 +119,13 @@ def _int8_card(run: str, src: Path, target: Path) -> dict | None:
     card["model_id"] = card["model_id"] + "_int8"
     card["file"] = target.name
     card["metrics"] = {k: v for k, v in int8["metrics"].items() if isinstance(v, (int, float, str))}
-    card["metrics"]["quantization"] = "INT8 QDQ static (onnxruntime), per-channel weights, 128 train images"
-    card["metrics"]["top1_drop_vs_fp32_pts"] = round(drop, 3)
+    import onnx
+
+    made = json.loads({p.key: p.value for p in onnx.load(str(src)).metadata_props}["quantization"])
+    card["metrics"]["quantization"] = (
+        f"INT8 QDQ static (onnxruntime), {'per-channel' if made['per_channel'] else 'per-tensor'} weights, "
+        f"{made['calibration_items']} training images, float layers: {', '.join(made.get('float_nodes') or ['none'])}")
+    card["metrics"][f"{primary}_drop_vs_fp32_pts"] = round(drop, 3)
     return card
 
 
