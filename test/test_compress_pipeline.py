@@ -214,3 +214,36 @@ def test_pruning_series_keep_sweeps_and_single_runs_apart():
     series = pruning_series([run("s-a", 0.5, 0.9, "s"), run("s-b", 0.9, 0.7, "s"), run("deployed", 0.85, 0.85)])
     assert series[("classification", "resnet20", True, "s")]["class-blind"] == [(0.5, 0.9, 1), (0.9, 0.7, 1)]
     assert series[("classification", "resnet20", True, "deployed")]["class-blind"] == [(0.85, 0.85, 1)]
+
+
+def test_sweep_from_a_given_student_checkpoint(run_dir, tmp_path):
+    """Nothing before the prune stage: the base scores the given (distilled) checkpoint, cells start from it."""
+    import yaml
+
+    distilled = next((run_dir / "checkpoints").glob("*distill_student.pt"))
+    data = yaml.safe_load(RECIPE.read_text())
+    data["student"]["checkpoint"] = str(distilled)
+    data["stages"] = [s for s in data["stages"] if s["stage"] not in ("train", "distill")]
+    data["teacher"]["checkpoint"] = str(run_dir / "teacher.pt")
+    recipe = tmp_path / "given.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(recipe), "--out", str(out), "--criteria", "class-uniform", "--amounts", "0.5",
+                 "--kd", "on"]) == 0
+    base = json.loads((out / "base-kd" / "metrics.json").read_text())
+    cell = json.loads((out / "kd" / "class-uniform" / "0.5" / "metrics.json").read_text())
+    distill_acc = json.loads((run_dir / "metrics.json").read_text())["student"]["before_pruning"]["top1"]
+    assert base["student"]["metrics"]["top1"] == pytest.approx(distill_acc, abs=1e-9)  # the checkpoint, untouched
+    assert cell["student"]["before_pruning"]["top1"] == pytest.approx(distill_acc, abs=1e-9)
+    assert cell["pruning"]["criterion"] == "class-uniform" and abs(cell["onnx"][0]["sparsity"] - 0.5) < 0.01
+
+
+def test_sweep_kd_on_without_distillation_or_checkpoint_is_refused(tmp_path):
+    import yaml
+
+    data = yaml.safe_load(RECIPE.read_text())
+    data["stages"] = [s for s in data["stages"] if s["stage"] != "distill"]
+    recipe = tmp_path / "nodistill.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    assert main(["sweep", str(recipe), "--out", str(tmp_path / "s"), "--criteria", "random", "--amounts", "0.5",
+                 "--kd", "on"]) == 2

@@ -6,6 +6,10 @@ distill stage by plain training of the student with the same optimiser settings.
 from that base's `student.pt` and runs the rest (prune with the cell's criterion and amount, fine-tune,
 export, evaluate) into `<out>/<kd|nokd>/<criterion>/<amount>`. A cell or base whose metrics.json exists is
 skipped, so rerunning an interrupted sweep finishes only what is missing.
+
+A recipe with nothing before its prune stage sweeps from its student checkpoint as given (e.g. a student
+already distilled by another recipe, when distilling again would cost hours): the base only scores that
+checkpoint, and KD on/off changes nothing but the cells' fine-tuning.
 """
 from __future__ import annotations
 
@@ -36,8 +40,10 @@ def base_recipe(recipe: rc.Recipe, kd: bool) -> rc.Recipe:
             fields = stage.model_dump(include=set(rc.TrainStage.model_fields) - {"stage", "model"})
             stage = rc.TrainStage(stage="train", model="student", **fields)
         stages.append(stage)
-    if kd and not any(s.stage == "distill" for s in stages):
-        raise SweepError(f"KD on needs a distill stage before the prune stage in recipe {recipe.name!r}")
+    given_student = not prefix and recipe.student is not None and recipe.student.checkpoint
+    if kd and not given_student and not any(s.stage == "distill" for s in stages):
+        raise SweepError(f"KD on needs a distill stage before the prune stage in recipe {recipe.name!r} "
+                         "(or no stage before it and a student checkpoint to start from)")
     stages.append(rc.EvaluateStage(stage="evaluate", onnx=False))
     return recipe.model_copy(update={"name": f"{recipe.name}-base-{'kd' if kd else 'nokd'}", "stages": stages,
                                      "tags": {**recipe.tags, "kd": kd}})
