@@ -247,3 +247,26 @@ def test_sweep_kd_on_without_distillation_or_checkpoint_is_refused(tmp_path):
     recipe.write_text(yaml.safe_dump(data))
     assert main(["sweep", str(recipe), "--out", str(tmp_path / "s"), "--criteria", "random", "--amounts", "0.5",
                  "--kd", "on"]) == 2
+
+
+def _seg_run(name, nonzero, acc, *, teacher=True, pruning=None, structured=None, sweep=None):
+    params = {"total": 1000, "nonzero": nonzero, "effective": nonzero}
+    return {"name": name, "task": "segmentation", "primary": "pixel_acc", "tags": {"sweep": sweep} if sweep else {},
+            "student": {"model": "s", "kd": True, "params": params,
+                        "metrics": {"pixel_acc": acc, "miou": acc / 2, "iou_per_class": [acc, 0.0]}},
+            "teacher": {"model": "t", "metrics": {"pixel_acc": 0.9, "miou": 0.5},
+                        "params": {"total": 4000, "nonzero": 4000}} if teacher else None,
+            "pruning": pruning, "structured": structured, "dataset": {"labels": ["a", "b"]}}
+
+
+def test_segmentation_table_names_the_method_and_compression_vs_teacher():
+    from robot_compress.compress.report import table_segmentation
+
+    runs = [_seg_run("cell", 300, 0.5, teacher=False, pruning={"criterion": "random", "amount": 0.7}, sweep="sw"),
+            _seg_run("slim", 400, 0.8, structured={"ratio": 0.6})]
+    rows = {line.split(" | ")[0][2:]: line for line in table_segmentation(runs) if line.startswith("| ")}
+    assert "| random 70 % |" in rows["cell"] and "| 92.50 |" in rows["cell"]  # 1 - 300/4000, teacher of "slim"
+    assert "| structured 60 % |" in rows["slim"] and "| 90.00 |" in rows["slim"]
+    assert "| 80.00 | 40.00 |" in rows["slim"]
+    text = "\n".join(table_segmentation(runs))
+    assert "slim (s)" in text and "cell (s)" not in text  # per-class IoU only for stand-alone runs

@@ -109,26 +109,38 @@ def table_pruning(series: dict) -> list[str]:
     return out
 
 
+def _method(r: dict) -> str:
+    parts = []
+    if r.get("structured"):
+        parts.append(f"structured {100 * r['structured']['ratio']:g} %")
+    if r.get("pruning"):
+        parts.append(f"{r['pruning']['criterion']} {100 * r['pruning']['amount']:g} %")
+    return " + ".join(parts) or "-"
+
+
 def table_segmentation(runs: list[dict]) -> list[str]:
+    """Table 3: every segmentation run, with its compression (nonzero params) against its teacher."""
     seg = [r for r in runs if r["task"] == "segmentation"]
     if not seg:
         return []
+    teacher = next((r["teacher"] for r in seg if r.get("teacher")), None)
+    t_nonzero = teacher["params"]["nonzero"] if teacher else None
     out = ["## Table 3: segmentation (validation split)", "",
-           "| run | model | KD | criterion | % pruned | pixel acc % | mIoU % | params | effective params | "
-           "ONNX pixel acc % |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+           "| run | model | KD | pruning | pixel acc % | mIoU % | params | nonzero | effective | "
+           "compression vs teacher % | ONNX pixel acc % |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(seg, key=lambda r: (r["name"], _amount(r))):
         m, p = r["student"]["metrics"], r["student"]["params"]
         onnx = next((e.get("metrics") for e in r.get("onnx", []) if e.get("kind") == "fp32" and e.get("metrics")),
                     None)
-        crit = r["pruning"]["criterion"] if r.get("pruning") else "-"
-        out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {crit} | "
-                   f"{100 * _amount(r):g} | {_pct(m.get('pixel_acc'))} | {_pct(m.get('miou'))} | {p.get('total')} | "
-                   f"{p.get('effective')} | {_pct(_acc(onnx, 'pixel_acc'))} |")
-    if seg[0].get("teacher"):
-        t = seg[0]["teacher"]
-        out += ["", f"Teacher {t['model']}: pixel acc {_pct(t['metrics'].get('pixel_acc'))} %, "
-                    f"mIoU {_pct(t['metrics'].get('miou'))} %, {t['params']['total']} params."]
-    return out + [""] + table_class_iou(seg)
+        compression = f"{100 * (1 - p['nonzero'] / t_nonzero):.2f}" if t_nonzero and p.get("nonzero") else ""
+        out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {_method(r)} | "
+                   f"{_pct(m.get('pixel_acc'))} | {_pct(m.get('miou'))} | {p.get('total')} | {p.get('nonzero')} | "
+                   f"{p.get('effective')} | {compression} | {_pct(_acc(onnx, 'pixel_acc'))} |")
+    if teacher:
+        out += ["", f"Teacher {teacher['model']}: pixel acc {_pct(teacher['metrics'].get('pixel_acc'))} %, "
+                    f"mIoU {_pct(teacher['metrics'].get('miou'))} %, {teacher['params']['total']} params."]
+    # Per-class IoU for the stand-alone runs; sweep cells are summarised by the curves.
+    return out + [""] + table_class_iou([r for r in seg if not (r.get("tags") or {}).get("sweep")])
 
 
 def table_class_iou(seg: list[dict]) -> list[str]:
