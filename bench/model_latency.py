@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import subprocess
 import sys
@@ -317,13 +318,17 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
         out.append(v)
     log(f"  {group.name}: INT8 ready ({calib_note})")
 
+    seen = set()  # a shipped model is also its recipe's output in runs/: time it once, as "deployed"
     for label, patterns in (("deployed", group.deployed_onnx), ("fine-tuned", group.finetuned_onnx)):
         for pattern in patterns:
             for hit in sorted(glob.glob(str(REPO / pattern))):
                 path = Path(hit)
                 name = f"{label} {path.stem}"
-                if _onnx_input_hw(path) != tuple(group.input_size) or any(v.name == name for v in out):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                if _onnx_input_hw(path) != tuple(group.input_size) or any(v.name == name for v in out) \
+                        or digest in seen:
                     continue  # another size, or the same model already found under models/
+                seen.add(digest)
                 out.append(Variant(group.name, name, str(path),
                                    f"trained ({path.relative_to(REPO)})", _card_accuracy(path),
                                    params=_card_params(path), macs=_run_macs(path)))
