@@ -68,6 +68,7 @@ RECIPE_FILES = {"cifar10_resnet56_teacher_jpeg": "config/recipes/cifar10_resnet5
 def _write_card(card: dict, run: str, target: Path) -> None:
     """The export's card plus where the data, split, recipe and run time come from (read from metrics.json)."""
     from robot_compress.compress.export import _card_markdown
+    from robot_compress.compress.report import run_seconds
 
     metrics = json.loads((RUNS / run / "metrics.json").read_text())
     recipe = json.loads((RUNS / run / "run.json").read_text())["config"]
@@ -79,7 +80,7 @@ def _write_card(card: dict, run: str, target: Path) -> None:
                     "fingerprint": metrics["dataset"]["fingerprint"]}
     card["recipe"] = {"name": recipe["name"], "file": RECIPE_FILES.get(run),
                       "command": f"robot-compress run {RECIPE_FILES.get(run)}",
-                      "run_time_s_2core_cpu": round(sum(s["seconds"] for s in metrics["stages"]))}
+                      "run_time_s_2core_cpu": round(run_seconds(metrics))}
     if metrics.get("teacher"):
         t = metrics["teacher"]
         card["teacher"] = {"model": t["model"], "params_nonzero": t["params"]["nonzero"],

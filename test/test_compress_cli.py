@@ -124,7 +124,14 @@ def test_resume_continues_from_checkpoint(tmp_path, capsys):
     assert second["epoch"] == 2 and len(second["history"]) == 2
     assert second["history"][0] == first["history"][0]  # epoch 1's record carried over, not recomputed
     assert "resumed from" in (out / "log.txt").read_text()
-    assert json.loads((out / "metrics.json").read_text())["stages"][0]["resumed_from_epoch"] == 1
+    stage = json.loads((out / "metrics.json").read_text())["stages"][0]
+    assert stage["resumed_from_epoch"] == 1
+    # The run's time includes epoch 1, trained by the first process (reports and model cards use it).
+    epochs = [h["seconds"] for h in second["history"]]
+    assert all(t > 0 for t in epochs) and stage["train_seconds"] == pytest.approx(sum(epochs), abs=2e-3)
+    from robot_compress.compress.report import run_seconds
+
+    assert run_seconds({"stages": [stage]}) >= sum(epochs) - 2e-3
 
 
 def test_resume_refuses_a_different_config(tmp_path, capsys):

@@ -229,8 +229,10 @@ def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None,
                  batch_size=stage.batch_size, scheduler=stage.scheduler, seed=state.recipe.seed + index,
                  device=state.device, teacher=teacher, role=role, log=state.log)
     _save_role(state, built, role)
+    # Wall time of every epoch, also those trained by an earlier (interrupted) process of this run.
+    train_seconds = sum(float(h.get("seconds", 0.0)) for h in result.history)
     return {"role": role, "metrics": result.metrics, "resumed_from_epoch": result.resumed_from_epoch,
-            "epochs": stage.epochs}
+            "epochs": stage.epochs, "train_seconds": round(train_seconds, 3)}
 
 
 def _save_role(state: State, built: Built, role: str) -> Path:

@@ -164,8 +164,9 @@ def table_class_iou(seg: list[dict]) -> list[str]:
     return out + [""]
 
 
-def _run_seconds(run: dict) -> float:
-    return sum(float(s.get("seconds", 0.0)) for s in run.get("stages", []))
+def run_seconds(run: dict) -> float:
+    """A run's wall time; a training stage resumed from a checkpoint counts its earlier epochs too."""
+    return sum(max(float(s.get("seconds", 0.0)), float(s.get("train_seconds", 0.0))) for s in run.get("stages", []))
 
 
 def table_runs(runs: list[dict]) -> list[str]:
@@ -183,7 +184,7 @@ def table_runs(runs: list[dict]) -> list[str]:
         out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {crit} | "
                    f"{100 * _amount(r):g} | {primary} | {_pct(r['student']['metrics'].get(primary))} | "
                    f"{_pct(_acc(onnx, primary))} | {p.get('total')} | {p.get('nonzero')} | {p.get('effective')} | "
-                   f"{'n/a' if latency is None else latency} | {_run_seconds(r):.0f} |")
+                   f"{'n/a' if latency is None else latency} | {run_seconds(r):.0f} |")
     return out + [""]
 
 

@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,13 +296,14 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
     train_loader = make_loader(train_ds, batch_size, shuffle=True, seed=seed + start_epoch)
     val_loader = make_loader(val_ds, batch_size, shuffle=False)
     for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, epoch, epochs) if scheduler == "cosine" else lr
         stats = train_one_epoch(model, train_loader, opt, loss_fn, device, teacher=teacher,
                                 desc=f"{role} epoch {epoch + 1}/{epochs}")
         val = evaluate(model, val_loader, info, device)
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": round(stats["loss"], 6),
-                  "val": val}
+                  "val": val, "seconds": round(time.perf_counter() - t0, 3)}  # survives resumes in the checkpoint
         history.append(record)
         save_checkpoint(ckpt_path, model, config=config, model_name=model_name, model_cfg=model_cfg or {},
                         info=info, epoch=epoch + 1, history=history, optimizer=opt, role=role)
