@@ -46,7 +46,7 @@ def test_quantized_torch_model_loads_keeps_metadata_and_stays_close(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     props = {p.key: p.value for p in proto.metadata_props}
     meta = ModelMetadata.from_props(props)
-    assert meta.task == "classification" and meta.model_id == "tiny"
+    assert meta.task == "classification" and meta.model_id == "tiny_int8"
     q = json.loads(props["quantization"])
     assert q["format"] == "QDQ" and q["calibration_items"] == 16 and q["per_channel"] is True
     assert q["preprocessed"] is True

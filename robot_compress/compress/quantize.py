@@ -128,6 +128,8 @@ def quantize_onnx(fp32_path, out_path, calibration: Iterable[np.ndarray], per_ch
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float)
     quantized = onnx.load(str(out_path))
     props = {p.key: p.value for p in source.metadata_props}
+    if props.get("model_id"):  # another model: results and diagnostics must tell it from the FP32 one
+        props["model_id"] += "_int8"
     props["quantization"] = json.dumps({
         "method": "onnxruntime.quantize_static", "format": "QDQ", "activations": "QUInt8", "weights": "QInt8",
         "per_channel": per_channel, "preprocessed": preprocessed, "calibration": "MinMax",
