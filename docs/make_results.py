@@ -161,17 +161,10 @@ def goal_check() -> list[str]:
 SEG_RUNS = ("camvid_lraspp_structured60_kd_int8", "camvid_lraspp_kd_classuniform", "camvid_lraspp_kd_classblind")
 
 
-def _compression_method(m: dict) -> str:
-    parts = []
-    if m.get("structured"):
-        parts.append(f"structured {100 * m['structured']['ratio']:g} % of channels")
-    if m.get("pruning"):
-        parts.append(f"{m['pruning']['criterion']} {100 * m['pruning']['amount']:g} %")
-    return " + ".join(parts) or "no pruning"
-
-
 def seg_goal_check() -> list[str]:
     """Issue 7's segmentation goal (>= 90 % compression vs the teacher's nonzero params, <= 2 pt pixel-acc drop)."""
+    from robot_compress.compress.report import pruning_method
+
     lines = ["## Goal check (segmentation)", ""]
     for run in SEG_RUNS:
         path = RUNS / run / "metrics.json"
@@ -183,7 +176,7 @@ def seg_goal_check() -> list[str]:
         compression = 1 - s["params"]["nonzero"] / t["params"]["nonzero"]
         drop = 100 * (t["metrics"]["pixel_acc"] - s["metrics"]["pixel_acc"])
         before = s.get("before_pruning")
-        lines.append(f"- `{run}` ({s['model']}, {_compression_method(m)}): "
+        lines.append(f"- `{run}` ({s['model']}, {pruning_method(m)}): "
                      f"compression {100 * compression:.2f} % of the teacher's nonzero params (goal >= 90 %: "
                      f"{'met' if compression >= 0.9 else 'missed'}); pixel accuracy "
                      f"{100 * s['metrics']['pixel_acc']:.2f} % vs teacher {100 * t['metrics']['pixel_acc']:.2f} % "

@@ -109,7 +109,8 @@ def table_pruning(series: dict) -> list[str]:
     return out
 
 
-def _method(r: dict) -> str:
+def pruning_method(r: dict) -> str:
+    """How a run's student was pruned, e.g. "structured 60 %" or "class-blind 85 %" ("-" when not)."""
     parts = []
     if r.get("structured"):
         parts.append(f"structured {100 * r['structured']['ratio']:g} %")
@@ -133,7 +134,7 @@ def table_segmentation(runs: list[dict]) -> list[str]:
         onnx = next((e.get("metrics") for e in r.get("onnx", []) if e.get("kind") == "fp32" and e.get("metrics")),
                     None)
         compression = f"{100 * (1 - p['nonzero'] / t_nonzero):.2f}" if t_nonzero and p.get("nonzero") else ""
-        out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {_method(r)} | "
+        out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {pruning_method(r)} | "
                    f"{_pct(m.get('pixel_acc'))} | {_pct(m.get('miou'))} | {p.get('total')} | {p.get('nonzero')} | "
                    f"{p.get('effective')} | {compression} | {_pct(_acc(onnx, 'pixel_acc'))} |")
     if teacher:
