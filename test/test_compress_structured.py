@@ -54,3 +54,15 @@ def test_masked_model_must_be_made_permanent_first():
     make_permanent(model)
     structured_prune(model, torch.randn(1, 3, 8, 8), 0.5)
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 3)
+
+
+def test_round_to_keeps_channel_counts_on_kernel_friendly_multiples():
+    x = torch.randn(1, 3, 16, 16)
+    plain, rounded = get_model("tiny_cnn", 5, width=30), get_model("tiny_cnn", 5, width=30)
+    structured_prune(plain, x, 0.6)
+    structured_prune(rounded, x, 0.6, round_to=8)
+    assert plain[0].out_channels == 12  # 30 * (1 - 0.6): an odd width for blocked kernels
+    assert rounded[0].out_channels % 8 == 0 and rounded[0].out_channels < 30
+    convs = [m for m in rounded.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+    assert rounded(x).shape == (1, 5)

@@ -323,9 +323,10 @@ def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dic
     if is_pruned(model):
         make_permanent(model)
     h, w = state.data.info.input_size
-    report = structured_prune(model, torch.zeros(1, 3, h, w), stage.ratio, ignored_layers=stage.ignored_layers or None)
+    report = structured_prune(model, torch.zeros(1, 3, h, w), stage.ratio, ignored_layers=stage.ignored_layers or None,
+                              round_to=stage.round_to)
     model.to(state.device)
-    state.results["structured"] = {"ratio": stage.ratio, "report": _jsonable(report)}
+    state.results["structured"] = {"ratio": stage.ratio, "round_to": stage.round_to, "report": _jsonable(report)}
     return {"ratio": stage.ratio}
 
 

@@ -102,6 +102,8 @@ class StructuredStage(_Strict):
     stage: Literal["structured"]
     ratio: float = Field(ge=0.0, lt=1.0, description="channel pruning ratio for torch-pruning")
     ignored_layers: list[str] = Field(default_factory=list)
+    round_to: int | None = Field(None, ge=1, description="keep channel counts at multiples of this: onnxruntime's "
+                                 "CPU conv kernels work in blocks of 8/16 channels, so odd widths run slower")
 
 
 class ExportStage(_Strict):
