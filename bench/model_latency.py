@@ -239,12 +239,13 @@ def _calibration(group: Group, shared_ok: bool, n: int) -> tuple[list[np.ndarray
     """Normalised NCHW float32 calibration inputs: real training frames when ../shared has them."""
     if shared_ok and group.data is not None:
         from robot_compress.compress.data import load_dataset, split_train_val
+        from robot_compress.compress.quantize import calibration_arrays
 
         ds, _ = load_dataset(group.data.kind, str(REPO / group.data.root), input_size=group.data.input_size,
                              train=True)
         train, _ = split_train_val(ds, group.data.val_fraction, group.data.seed)
-        picks = np.random.default_rng(0).choice(len(train), size=min(n, len(train)), replace=False)
-        return [np.asarray(train[int(i)][0], np.float32)[None] for i in picks], f"{len(picks)} real training frames"
+        arrays = calibration_arrays(train, n, seed=0)
+        return arrays, f"{len(arrays)} real training frames"
     rng = np.random.default_rng(0)
     h, w = group.input_size
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)

@@ -10,6 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from robot_compress.compress.models import get_model  # noqa: E402
 from robot_compress.compress.quantize import (  # noqa: E402
+    calibration_arrays,
     calibration_indices,
     first_and_last_compute_nodes,
     quantize_onnx,
@@ -115,3 +116,7 @@ def test_calibration_indices_spread_over_a_class_sorted_set():
     assert calibration_indices(5, 128) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="empty"):
         calibration_indices(0, 8)
+    items = [(np.full((3, 4, 4), k, np.float64), k % 10) for k in range(200)]
+    arrays = calibration_arrays(items, 16, seed=0)
+    assert [a.shape for a in arrays] == [(1, 3, 4, 4)] * 16 and all(a.dtype == np.float32 for a in arrays)
+    assert [int(a[0, 0, 0, 0]) for a in arrays] == calibration_indices(200, 16, seed=0)

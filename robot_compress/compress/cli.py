@@ -300,21 +300,19 @@ def cmd_quantize(argv):
                    help="quantize the first and last conv/linear layer too (default: they stay float)")
     _add_data(p)
     args = p.parse_args(argv)
-    import numpy as np
 
     from robot_compress.compress.pipeline import load_data
-    from robot_compress.compress.quantize import calibration_indices, quantize_onnx
+    from robot_compress.compress.quantize import calibration_arrays, quantize_onnx
     from robot_compress.runtime.engine import read_metadata
 
     meta = read_metadata(args.onnx)
     spec = _data_spec(args)
     spec["input_size"] = list(meta.input_size)
     data = load_data(rc.DataSpec.model_validate(spec))
-    picks = calibration_indices(len(data.train), args.samples, spec.get("seed", 0))
-    arrays = [np.asarray(data.train[i][0], dtype=np.float32)[None] for i in picks]
+    arrays = calibration_arrays(data.train, args.samples, spec.get("seed", 0))
     quantize_onnx(args.onnx, args.output, arrays, per_channel=not args.per_tensor,
                   float_first_last=not args.quantize_all)
-    _log(f"wrote {args.output} ({len(picks)} calibration images drawn across the training split)")
+    _log(f"wrote {args.output} ({len(arrays)} calibration images drawn across the training split)")
     return 0
 
 

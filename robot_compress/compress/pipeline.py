@@ -292,13 +292,20 @@ def stage_finetune(state: State, stage: rc.FinetuneStage, index: int) -> dict:
     return out
 
 
-def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
+def _score_before_pruning(state: State) -> None:
+    """The student's validation metrics before its first (unstructured or structured) pruning stage."""
     from robot_compress.compress.evaluate import evaluate_torch
+
+    if "student_before_pruning" not in state.results:
+        state.results["student_before_pruning"] = evaluate_torch(state.student.model, state.data.val,
+                                                                 state.data.info, device=state.device)
+
+
+def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
     from robot_compress.compress.pruning import iterative_schedule, prune_model
 
     model = state.student.model
-    state.results.setdefault("student_before_pruning", evaluate_torch(model, state.data.val, state.data.info,
-                                                                      device=state.device))
+    _score_before_pruning(state)
     targets = list(iterative_schedule(stage.amount, stage.steps)) if stage.steps > 1 else [stage.amount]
     report = {}
     for step, amount in enumerate(targets):
@@ -313,12 +320,10 @@ def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
 
 
 def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dict:
-    from robot_compress.compress.evaluate import evaluate_torch
     from robot_compress.compress.pruning import is_pruned, make_permanent
     from robot_compress.compress.structured import structured_prune
 
-    state.results.setdefault("student_before_pruning", evaluate_torch(state.student.model, state.data.val,
-                                                                      state.data.info, device=state.device))
+    _score_before_pruning(state)
     model = state.student.model.cpu().eval()
     if is_pruned(model):
         make_permanent(model)
@@ -343,16 +348,14 @@ def stage_export(state: State, stage: rc.ExportStage, index: int) -> dict:
 
 
 def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
-    import numpy as np
 
-    from robot_compress.compress.quantize import calibration_indices, quantize_onnx
+    from robot_compress.compress.quantize import calibration_arrays, quantize_onnx
 
     fp32 = [e for e in state.exported if e["kind"] == "fp32"]
     if not fp32:
         raise PipelineError("the quantize stage needs an export stage before it")
     src = state.out / fp32[-1]["path"]
-    picks = calibration_indices(len(state.data.train), stage.calibration_samples, state.recipe.seed)
-    arrays = [np.asarray(state.data.train[i][0], dtype=np.float32)[None] for i in picks]
+    arrays = calibration_arrays(state.data.train, stage.calibration_samples, state.recipe.seed)
     dst = src.with_name(src.stem + "_int8.onnx")
     quantize_onnx(src, dst, arrays, per_channel=stage.per_channel, float_first_last=stage.float_first_last)
     state.exported.append({"kind": "int8", "path": dst.name, "params": fp32[-1]["params"],

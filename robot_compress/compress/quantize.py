@@ -66,6 +66,11 @@ def calibration_indices(n_items: int, n: int, seed: int = 0) -> list[int]:
     return sorted(int(i) for i in picks)
 
 
+def calibration_arrays(dataset, n: int, seed: int = 0) -> list[np.ndarray]:
+    """NCHW float32 inputs of n (input, target) items of `dataset`, drawn by `calibration_indices`."""
+    return [np.asarray(dataset[i][0], dtype=np.float32)[None] for i in calibration_indices(len(dataset), n, seed)]
+
+
 def first_and_last_compute_nodes(model) -> list[str]:
     """Names of the first and the last conv/linear node in graph order (one name for a one-layer model)."""
     names = [n.name for n in model.graph.node if n.op_type in COMPUTE_OPS]
