@@ -170,8 +170,9 @@ def goal_check() -> list[str]:
         so, to = o["student"], o["teacher"]
         parts = [f"{e['kind']} {100 * e['metrics']['top1']:.2f} %" for e in o.get("onnx", []) if e.get("metrics")]
         gap_o = 100 * (to["metrics"]["top1"] - so["metrics"]["top1"])
+        share = 100 * so["params"]["nonzero"] / to["params"]["nonzero"]
         lines.append(f"- `{run}` ({so['model']}, pruning: {pruning_method(o)}): "
-                     f"{so['params']['nonzero']} nonzero params = {100 * so['params']['nonzero'] / to['params']['nonzero']:.2f} % of the teacher's; top-1 "
+                     f"{so['params']['nonzero']} nonzero params = {share:.2f} % of the teacher's; top-1 "
                      f"{100 * so['metrics']['top1']:.2f} % = {gap_o:.2f} pt below the teacher "
                      f"(Engine: {', '.join(parts)})")
     return lines + [""]
