@@ -57,6 +57,16 @@ def echo_main(argv: list[str]) -> int:
     return 0
 
 
+def _stop(proc, timeout: float = 20.0) -> int | str:
+    """Exit code after SIGINT; a process that ignores it is killed and reported, and the measurements made
+    before the stop are kept (a slow exit is not a latency)."""
+    try:
+        return proc.stop(timeout)
+    except AssertionError:
+        proc.kill()
+        return f"no exit within {timeout:g} s of SIGINT (killed)"
+
+
 def _pct(values) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
@@ -156,15 +166,14 @@ def measure(size_hw, n_frames, model, threads, tmp, rate_hz=30.0) -> dict:
             inside_ms = [r["latency_ms"] for r in peer.results if r["stamp"]["sec"] < 1000 + 10_000]
         sustained = open_loop(peer, node, frames, rate_hz, 20_000) if rate_hz > 0 else None
         rss = node_rss_mb(node.proc.pid)
-        node.stop()
-        echo.stop()
+        stop_codes = {"node": _stop(node), "echo": _stop(echo)}
     finally:
         peer.close()
         echo_peer.close()
         node.close()
         echo.close()
     return {"engine": _pct(engine_ms), "node": _pct(node_ms), "echo": _pct(echo_ms), "inside": _pct(inside_ms),
-            "sustained": sustained, "node_rss_mb": rss}
+            "sustained": sustained, "node_rss_mb": rss, "stop": stop_codes}
 
 
 def main(argv=None) -> int:
@@ -209,6 +218,9 @@ def main(argv=None) -> int:
         if s:
             print(f"{frame}: open loop at {s['rate_hz']:.0f} Hz: {s['received']}/{s['published']} results, "
                   f"{s['fps']:.1f} frames/s; node RSS peak {m['peak']:.0f} MB")
+        for who, code in r["stop"].items():
+            if code != 0:
+                print(f"{frame}: {who} stop: {code}")
     if args.json:
         args.json.write_text(json.dumps({"model": str(model), "frames": args.frames, "threads": args.threads,
                                          "sizes": raw}, indent=1), encoding="utf-8")
