@@ -137,14 +137,19 @@ def _int8_card(run: str, src: Path, target: Path) -> dict | None:
     return card
 
 
+def _finished_metrics(run: str) -> dict | None:
+    """A run's metrics.json (written only when the run succeeded), or None when it has not finished."""
+    path = RUNS / run / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def goal_check() -> list[str]:
     """Issue 7's classification goal, computed from the deployed run's metrics.json."""
     from robot_compress.compress.report import pruning_method
 
-    path = RUNS / DEPLOYED / "metrics.json"
-    if not path.is_file():
+    m = _finished_metrics(DEPLOYED)
+    if m is None:
         return ["## Goal check (classification)", "", f"Not available: run {DEPLOYED} has not finished.", ""]
-    m = json.loads(path.read_text())
     s, t = m["student"], m["teacher"]
     ratio = s["params"]["nonzero"] / t["params"]["nonzero"]
     gap = 100 * (t["metrics"]["top1"] - s["metrics"]["top1"])
@@ -162,11 +167,10 @@ def goal_check() -> list[str]:
                          f"p50 latency {om.get('latency_ms_p50_1thread')} ms (1 thread)")
     lines += ["", "Other CIFAR-10 students (speed rather than the <= 5 % parameter budget; see BENCHMARKS.md):", ""]
     for run in OTHER_CLS_RUNS:
-        path = RUNS / run / "metrics.json"
-        if not path.is_file():
+        o = _finished_metrics(run)
+        if o is None:
             lines.append(f"- `{run}`: not run")
             continue
-        o = json.loads(path.read_text())
         so, to = o["student"], o["teacher"]
         parts = [f"{e['kind']} {100 * e['metrics']['top1']:.2f} %" for e in o.get("onnx", []) if e.get("metrics")]
         gap_o = 100 * (to["metrics"]["top1"] - so["metrics"]["top1"])
@@ -190,11 +194,10 @@ def seg_goal_check() -> list[str]:
 
     lines = ["## Goal check (segmentation)", ""]
     for run in SEG_RUNS:
-        path = RUNS / run / "metrics.json"
-        if not path.is_file():
+        m = _finished_metrics(run)
+        if m is None:
             lines.append(f"- `{run}`: not run")
             continue
-        m = json.loads(path.read_text())
         s, t = m["student"], m["teacher"]
         compression = 1 - s["params"]["nonzero"] / t["params"]["nonzero"]
         drop = 100 * (t["metrics"]["pixel_acc"] - s["metrics"]["pixel_acc"])
