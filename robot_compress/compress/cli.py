@@ -321,13 +321,17 @@ def cmd_run(argv):
                        "same output dir resumes from the stage checkpoints.")
     p.add_argument("recipe", help="recipe YAML")
     p.add_argument("--out", help="output dir (default: the recipe's output_dir, else runs/<name>)")
+    p.add_argument("--train-only", action="store_true",
+                   help="stop before the export/quantize/evaluate stages (train on a GPU machine, then rerun "
+                        "without this flag on the target CPU: training resumes as done)")
     args = p.parse_args(argv)
     from robot_compress.compress.pipeline import run_recipe
 
     recipe = rc.load_recipe(args.recipe)
     out = args.out or _default_out(recipe, args.recipe)
-    metrics = run_recipe(recipe, out, log=_log)
-    _log(f"metrics: {_headline(metrics)} -> {Path(out) / 'metrics.json'}")
+    metrics = run_recipe(recipe, out, log=_log, train_only=args.train_only)
+    if metrics is not None:
+        _log(f"metrics: {_headline(metrics)} -> {Path(out) / 'metrics.json'}")
     return 0
 
 

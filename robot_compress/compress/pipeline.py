@@ -32,6 +32,23 @@ class Data:
     info: object
     spec: rc.DataSpec
     _raw_val: object = None
+    preloaded: dict | None = None  # {"train": (images, targets), "val": (...), "augment": bool} with spec.preload
+
+    def loaders(self, device):
+        """`fit`'s loader factory over the preloaded splits (None without dataset.preload)."""
+        if self.preloaded is None:
+            return None
+        from robot_compress.compress.tensor_batches import TensorBatches
+
+        pre, info = self.preloaded, self.info
+
+        def make(batch_size: int, seed: int):
+            common = {"mean": info.mean, "std": info.std, "batch_size": batch_size, "task": info.task,
+                      "device": device}
+            return (TensorBatches(*pre["train"], shuffle=True, augment=pre["augment"], seed=seed, **common),
+                    TensorBatches(*pre["val"], shuffle=False, augment=False, **common))
+
+        return make
 
     def raw_val(self):
         """The validation split as RGB uint8 frames (same indices as `val`), for the runtime Engine."""
@@ -67,7 +84,17 @@ def load_data(spec: rc.DataSpec) -> Data:
             f"dataset {spec.kind!r} has {len(ds)} samples: too few for val_fraction {spec.val_fraction} "
             f"(train {len(train)}, val {len(val)})"
         )
-    return Data(train, val, info, spec)
+    data = Data(train, val, info, spec)
+    if spec.preload:
+        from robot_compress.compress.tensor_batches import preload
+
+        raw, _ = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, raw_uint8=True,
+                              **options)
+        raw_train, data._raw_val = split_train_val(raw, spec.val_fraction, spec.seed)
+        if spec.train_subset is not None and spec.train_subset < len(raw_train):
+            raw_train = train_subset(raw_train, spec.train_subset, spec.seed)
+        data.preloaded = {"train": preload(raw_train), "val": preload(data._raw_val), "augment": augment}
+    return data
 
 
 def train_subset(train, n: int, seed: int):
@@ -180,15 +207,33 @@ def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] =
     run = RunDir(out_dir, "run", rc.dump_recipe(recipe), recipe.seed)
     run.add_seed("data_split", recipe.dataset.seed)
     run.info["dataset_fingerprint"] = data.info.fingerprint
-    return State(recipe, Path(out_dir), run, data, pick_device(recipe.device), student, teacher, log)
+    device = pick_device(recipe.device)
+    run.info["host"]["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return State(recipe, Path(out_dir), run, data, device, student, teacher, log)
 
 
-def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+# Stages that only read the trained model: `run --train-only` leaves them to a later run of the recipe.
+AFTER_TRAINING = ("export", "quantize", "evaluate")
+
+
+def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print,
+               train_only: bool = False) -> dict | None:
+    """Run every stage; with train_only, stop before the export/quantize/evaluate stages (returns None).
+
+    A train-only run on a GPU machine followed by a full run of the same recipe into the same dir on the
+    robot's kind of CPU trains once (the second run resumes every training stage) and exports, quantizes
+    and times the models where they will run.
+    """
     state = prepare(recipe, out_dir, log)
     state.run.start()
     state.log = _tee(log, state.out / "log.txt")
     try:
         for index, stage in enumerate(recipe.stages):
+            if train_only and stage.stage in AFTER_TRAINING:
+                state.run.stop(f"stopped before stage {index + 1} ({stage.stage}): --train-only")
+                log(f"[{recipe.name}] --train-only: stopped before stage {index + 1}/{len(recipe.stages)} "
+                    f"({stage.stage}); rerun without it to finish")
+                return None
             t0 = time.perf_counter()
             log(f"[{recipe.name}] stage {index + 1}/{len(recipe.stages)}: {stage.stage}")
             entry = STAGES[stage.stage](state, stage, index)
@@ -227,7 +272,8 @@ def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None,
                  epochs=stage.epochs, config=config, model_name=built.name, model_cfg=built.cfg, loss_fn=loss_fn,
                  optimizer=stage.optimizer, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
                  batch_size=stage.batch_size, scheduler=stage.scheduler, seed=state.recipe.seed + index,
-                 device=state.device, teacher=teacher, role=role, log=state.log)
+                 device=state.device, teacher=teacher, role=role, log=state.log,
+                 loaders=state.data.loaders(state.device), precision=state.recipe.precision)
     _save_role(state, built, role)
     # Wall time of every epoch, also those trained by an earlier (interrupted) process of this run.
     train_seconds = sum(float(h.get("seconds", 0.0)) for h in result.history)

@@ -50,6 +50,8 @@ class DataSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="extra load_dataset keyword arguments")
     train_subset: int | None = Field(None, ge=1, description="train on a fixed random subset of this many training "
                                                                "items (validation split unchanged)")
+    preload: bool = Field(False, description="decode both splits once into memory on the training device and "
+                          "augment batches there (small images on a GPU: per-item decoding would starve it)")
 
     @field_validator("input_size")
     @classmethod
@@ -140,6 +142,8 @@ class Recipe(_Strict):
     seed: int = 0
     output_dir: str | None = Field(None, description="default output dir (relative to the recipe file)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = training under bf16 autocast (GPU tensor "
+                                               "cores); evaluation and export stay fp32")
     tags: dict[str, Any] = Field(default_factory=dict, description="free labels copied into metrics.json")
     dataset: DataSpec
     teacher: ModelSpec | None = None

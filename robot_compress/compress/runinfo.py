@@ -128,6 +128,13 @@ class RunDir:
         }
         return write_json_atomic(self.path / METRICS_FILE, payload)
 
+    def stop(self, message: str):
+        """Mark the dir deliberately unfinished (e.g. `run --train-only`): checkpoints, no metrics.json."""
+        self.info["status"] = "stopped"
+        self.info["error"] = message
+        self.info["finished"] = utc_now()
+        self.save()
+
     def fail(self, message: str):
         """Mark the dir failed; whatever checkpoints it holds are not results (metrics.json is absent)."""
         self.info["status"] = "failed"

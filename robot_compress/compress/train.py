@@ -107,28 +107,45 @@ def _progress(iterable, desc: str, total: int | None = None):
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None, dynamic_ncols=True)
 
 
+def autocast(device, precision: str = "fp32"):
+    """bf16 autocast for `precision: bf16` (tensor cores on a GPU); a no-op context for fp32."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"unknown precision {precision!r}; choose fp32 or bf16")
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, device, teacher: nn.Module | None = None,
-                    desc: str = "train") -> dict:
+                    desc: str = "train", precision: str = "fp32") -> dict:
     model.train()
     if teacher is not None:
         teacher.eval()
-    total, count = 0.0, 0
+    total = torch.zeros((), device=device)
+    count = 0
     for images, targets in _progress(loader, desc, total=len(loader)):
         images, targets = images.to(device), targets.to(device)
         teacher_logits = None
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(images)
-        logits = model(images)
-        loss = loss_fn(logits, targets, teacher_logits)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} (lower the learning rate)")
+        with autocast(device, precision):
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(images)
+            logits = model(images)
+            loss = loss_fn(logits, targets, teacher_logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.item()) * images.shape[0]
+        # Summed on the device: a per-step .item() would stall a GPU on every batch.
+        total += loss.detach().float() * images.shape[0]
         count += images.shape[0]
-    return {"loss": total / max(count, 1)}
+        if count <= images.shape[0] and not torch.isfinite(loss):  # first batch: fail fast
+            raise FloatingPointError(f"training loss became {loss.item()} (lower the learning rate)")
+    mean = float(total) / max(count, 1)
+    if not math.isfinite(mean):
+        raise FloatingPointError(f"training loss became {mean} (lower the learning rate)")
+    return {"loss": mean}
 
 
 def evaluate(model: nn.Module, loader, info, device) -> dict:
@@ -259,9 +276,15 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
         optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
         batch_size: int = 32, scheduler: str = "cosine", seed: int = 0, device=None,
         teacher: nn.Module | None = None, checkpoint_name: str = "checkpoint.pt", role: str = "student",
-        log: Callable[[str], None] = print) -> FitResult:
-    """Train `model` for `epochs` (total, including epochs already in a resumable checkpoint)."""
+        log: Callable[[str], None] = print, loaders: Callable | None = None, precision: str = "fp32") -> FitResult:
+    """Train `model` for `epochs` (total, including epochs already in a resumable checkpoint).
+
+    `loaders(batch_size, seed) -> (train, val)` replaces the default DataLoaders (e.g. TensorBatches of a
+    preloaded split); `precision="bf16"` trains under bf16 autocast.
+    """
     device = device or pick_device()
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     out_dir = Path(out_dir)
     ckpt_path = out_dir / checkpoint_name
     loss_fn = loss_fn or task_loss(info)
@@ -293,14 +316,17 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
             random.setstate(rng["python"])
         log(f"resumed from {ckpt_path} at epoch {start_epoch}/{epochs}")
 
-    train_loader = make_loader(train_ds, batch_size, shuffle=True, seed=seed + start_epoch)
-    val_loader = make_loader(val_ds, batch_size, shuffle=False)
+    if loaders is not None:
+        train_loader, val_loader = loaders(batch_size, seed + start_epoch)
+    else:
+        train_loader = make_loader(train_ds, batch_size, shuffle=True, seed=seed + start_epoch)
+        val_loader = make_loader(val_ds, batch_size, shuffle=False)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = cosine_lr(lr, epoch, epochs) if scheduler == "cosine" else lr
         stats = train_one_epoch(model, train_loader, opt, loss_fn, device, teacher=teacher,
-                                desc=f"{role} epoch {epoch + 1}/{epochs}")
+                                desc=f"{role} epoch {epoch + 1}/{epochs}", precision=precision)
         val = evaluate(model, val_loader, info, device)
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": round(stats["loss"], 6),
                   "val": val, "seconds": round(time.perf_counter() - t0, 3)}  # survives resumes in the checkpoint
@@ -308,7 +334,8 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
         save_checkpoint(ckpt_path, model, config=config, model_name=model_name, model_cfg=model_cfg or {},
                         info=info, epoch=epoch + 1, history=history, optimizer=opt, role=role)
         primary = val.get("primary", "")
-        log(f"{role} epoch {epoch + 1}/{epochs} train_loss={stats['loss']:.4f} val_{primary}={val.get(primary)}")
+        log(f"{role} epoch {epoch + 1}/{epochs} train_loss={stats['loss']:.4f} val_{primary}={val.get(primary)} "
+            f"({record['seconds']:.1f} s)")
 
     if start_epoch >= epochs and history:
         log(f"{ckpt_path} already holds {start_epoch} epoch(s) >= {epochs}; nothing to train")
