@@ -142,8 +142,9 @@ class Recipe(_Strict):
     seed: int = 0
     output_dir: str | None = Field(None, description="default output dir (relative to the recipe file)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = training under bf16 autocast (GPU tensor "
-                                               "cores); evaluation and export stay fp32")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = training under bf16 autocast on a CUDA "
+                                               "device (tensor cores; a CPU trains fp32); evaluation and export "
+                                               "stay fp32")
     tags: dict[str, Any] = Field(default_factory=dict, description="free labels copied into metrics.json")
     dataset: DataSpec
     teacher: ModelSpec | None = None
