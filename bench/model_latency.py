@@ -77,7 +77,8 @@ def default_groups() -> list[Group]:
     cls = Group("cifar10 32x32", "classification", CIFAR10_LABELS, (32, 32), (32, 32), "resnet56", "resnet20",
                 teacher_onnx=["models/cifar10_resnet56_teacher.onnx"],
                 teacher_ckpt=["runs/cifar10_resnet56_teacher_jpeg/student.pt"],
-                student_ckpt=["runs/cifar10_resnet20_sweep/base-kd/student.pt",
+                student_ckpt=["runs/cifar10_resnet20_kd_long_int8/student.pt",  # best dense KD student, if run
+                              "runs/cifar10_resnet20_sweep/base-kd/student.pt",
                               "runs/cifar10_resnet20_sweep/base-kd/checkpoints/*distill_student.pt"],
                 deployed_onnx=["models/cifar10_resnet20*.onnx"],
                 finetuned_onnx=["runs/cifar10_resnet20_structured50_kd_int8/*.onnx"], data=cifar)

@@ -127,3 +127,8 @@ def test_preloaded_bf16_recipe_trains_only_then_finishes_on_a_second_run(tmp_pat
     assert metrics["student"]["metrics"]["top1"] > 0.6  # the preloaded, augmented path learns (4 classes)
     assert metrics["onnx"] and (out / metrics["onnx"][0]["path"]).is_file()
     assert "nothing to train" in (out / "log.txt").read_text()
+    # Each epoch records where it ran; the report sums training time per device.
+    from robot_compress.compress.report import training_seconds_by_device
+
+    by_device = training_seconds_by_device(metrics)
+    assert list(by_device) == ["cpu"] and by_device["cpu"] > 0

@@ -277,8 +277,12 @@ def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None,
     _save_role(state, built, role)
     # Wall time of every epoch, also those trained by an earlier (interrupted) process of this run.
     train_seconds = sum(float(h.get("seconds", 0.0)) for h in result.history)
+    by_device: dict[str, float] = {}
+    for h in result.history:  # epochs from before devices were recorded count as "unrecorded"
+        key = h.get("device", "unrecorded")
+        by_device[key] = round(by_device.get(key, 0.0) + float(h.get("seconds", 0.0)), 3)
     return {"role": role, "metrics": result.metrics, "resumed_from_epoch": result.resumed_from_epoch,
-            "epochs": stage.epochs, "train_seconds": round(train_seconds, 3)}
+            "epochs": stage.epochs, "train_seconds": round(train_seconds, 3), "train_seconds_by_device": by_device}
 
 
 def _save_role(state: State, built: Built, role: str) -> Path:

@@ -170,6 +170,19 @@ def run_seconds(run: dict) -> float:
     return sum(max(float(s.get("seconds", 0.0)), float(s.get("train_seconds", 0.0))) for s in run.get("stages", []))
 
 
+def training_seconds_by_device(run: dict) -> dict[str, float]:
+    """Training wall time per device ('cpu', 'cuda:<GPU>', or 'unrecorded' for epochs from before devices
+    were recorded), summed over the run's training stages."""
+    out: dict[str, float] = {}
+    for stage in run.get("stages", []):
+        by_device = stage.get("train_seconds_by_device")
+        if by_device is None and "train_seconds" in stage:  # a run made before devices were recorded
+            by_device = {"unrecorded": stage["train_seconds"]}
+        for device, seconds in (by_device or {}).items():
+            out[device] = round(out.get(device, 0.0) + float(seconds), 3)
+    return out
+
+
 def table_runs(runs: list[dict]) -> list[str]:
     """Every run in one table: metric (torch and through the Engine), parameter counts, latency, run time."""
     out = ["## All runs (validation split)", "",

@@ -45,6 +45,12 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def device_label(device) -> str:
+    """'cpu', or 'cuda:<GPU name>': recorded per epoch, so a run trained partly on a lent GPU says so."""
+    device = torch.device(device)
+    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+
+
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     # num_workers=0: deterministic, and the workstation's cores are better spent in the model.
     gen = torch.Generator().manual_seed(seed)
@@ -333,7 +339,8 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
                                 desc=f"{role} epoch {epoch + 1}/{epochs}", precision=precision)
         val = evaluate(model, val_loader, info, device)
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": round(stats["loss"], 6),
-                  "val": val, "seconds": round(time.perf_counter() - t0, 3)}  # survives resumes in the checkpoint
+                  "val": val, "seconds": round(time.perf_counter() - t0, 3),  # survives resumes in the checkpoint
+                  "device": device_label(device)}
         history.append(record)
         save_checkpoint(ckpt_path, model, config=config, model_name=model_name, model_cfg=model_cfg or {},
                         info=info, epoch=epoch + 1, history=history, optimizer=opt, role=role)
