@@ -163,6 +163,16 @@ def _finished_metrics(run: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _each_finished(runs, lines: list[str]):
+    """(run, metrics) for each finished run; a "not run" line in `lines` for each other one."""
+    for run in runs:
+        m = _finished_metrics(run)
+        if m is None:
+            lines.append(f"- `{run}`: not run")
+        else:
+            yield run, m
+
+
 def goal_check() -> list[str]:
     """Issue 7's classification goal, computed from the deployed run's metrics.json."""
     from robot_compress.compress.report import pruning_method
@@ -187,11 +197,7 @@ def goal_check() -> list[str]:
                          f"p50 latency {om.get('latency_ms_p50_1thread')} ms (1 thread)")
     lines += ["", "Other CIFAR-10 students (the one-shot predecessor of the deployed one, and speed rather than "
               "the <= 5 % parameter budget; see BENCHMARKS.md):", ""]
-    for run in OTHER_CLS_RUNS:
-        o = _finished_metrics(run)
-        if o is None:
-            lines.append(f"- `{run}`: not run")
-            continue
+    for run, o in _each_finished(OTHER_CLS_RUNS, lines):
         so, to = o["student"], o["teacher"]
         parts = [f"{e['kind']} {100 * e['metrics']['top1']:.2f} %" for e in o.get("onnx", []) if e.get("metrics")]
         gap_o = 100 * (to["metrics"]["top1"] - so["metrics"]["top1"])
@@ -206,11 +212,7 @@ def goal_check() -> list[str]:
 def teacher_check(deployed: dict) -> list[str]:
     """Both CIFAR-10 teachers, and the deployed student measured against each."""
     lines = ["Teachers (the goal above is held against the ResNet-56, the stronger one):", ""]
-    for run in TEACHER_RUNS:
-        m = _finished_metrics(run)
-        if m is None:
-            lines.append(f"- `{run}`: not run")
-            continue
+    for run, m in _each_finished(TEACHER_RUNS, lines):
         t = m["student"]  # a teacher recipe trains its model as the run's "student"
         gap = 100 * (t["metrics"]["top1"] - deployed["metrics"]["top1"])
         lines.append(f"- `{run}` ({t['model']}): top-1 {100 * t['metrics']['top1']:.2f} %, "
@@ -233,11 +235,7 @@ def seg_goal_check() -> list[str]:
     from robot_compress.compress.report import pruning_method
 
     lines = ["## Goal check (segmentation)", ""]
-    for run in SEG_RUNS:
-        m = _finished_metrics(run)
-        if m is None:
-            lines.append(f"- `{run}`: not run")
-            continue
+    for run, m in _each_finished(SEG_RUNS, lines):
         s, t = m["student"], m["teacher"]
         compression = 1 - s["params"]["nonzero"] / t["params"]["nonzero"]
         drop = 100 * (t["metrics"]["pixel_acc"] - s["metrics"]["pixel_acc"])

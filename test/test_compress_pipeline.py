@@ -216,6 +216,36 @@ def test_pruning_series_keep_sweeps_and_single_runs_apart():
     assert series[("classification", "resnet20", True, "deployed")]["class-blind"] == [(0.85, 0.85, 1)]
 
 
+def test_gradual_pruning_run_records_each_step_and_reports_its_own_curve(tmp_path):
+    """Prune -> fine-tune -> prune further -> fine-tune: metrics.json keeps each step's recovered accuracy,
+    and the report draws the run as a curve through the steps (not one point at the final amount)."""
+    import yaml
+
+    from robot_compress.compress.report import pruning_series
+
+    data = yaml.safe_load(RECIPE.read_text())
+    prune_at = [i for i, st in enumerate(data["stages"]) if st["stage"] == "prune"][0]
+    data["stages"][prune_at:prune_at + 2] = [
+        {"stage": "prune", "criterion": "class-blind", "amount": 0.3},
+        {"stage": "finetune", "epochs": 1, "lr": 0.01, "batch_size": 16},
+        {"stage": "prune", "criterion": "class-blind", "amount": 0.6},
+        {"stage": "finetune", "epochs": 1, "lr": 0.01, "batch_size": 16},
+    ]
+    recipe = tmp_path / "gradual.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    steps = metrics["pruning_steps"]
+    assert [s["amount"] for s in steps] == [0.3, 0.6]
+    assert all(0.0 <= s["metrics"]["top1"] <= 1.0 for s in steps)
+    assert steps[0]["params"]["nonzero"] > steps[1]["params"]["nonzero"]  # the second step prunes more
+    assert steps[1]["metrics"]["top1"] == metrics["student"]["metrics"]["top1"]
+    curve = pruning_series([metrics])[("classification", "tiny_cnn", True, metrics["name"])]["class-blind"]
+    assert [a for a, _, _ in curve] == [0.3, 0.6]
+    assert curve[0][1] == steps[0]["metrics"]["top1"]
+
+
 def test_sweep_from_a_given_student_checkpoint(run_dir, tmp_path):
     """Nothing before the prune stage: the base scores the given (distilled) checkpoint, cells start from it."""
     import yaml

@@ -275,6 +275,10 @@ def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None,
                  device=state.device, teacher=teacher, role=role, log=state.log,
                  loaders=state.data.loaders(state.device), precision=state.recipe.precision)
     _save_role(state, built, role)
+    steps = state.results.get("pruning_steps")
+    if role == "student" and steps and "metrics" not in steps[-1]:
+        # The accuracy a pruning step recovers to: the point of that step on the run's own pruning curve.
+        steps[-1].update(metrics=result.metrics, params=param_counts(built.model, state.data.info.input_size))
     # Wall time of every epoch, also those trained by an earlier (interrupted) process of this run.
     train_seconds = sum(float(h.get("seconds", 0.0)) for h in result.history)
     by_device: dict[str, float] = {}
@@ -365,6 +369,7 @@ def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
             _fit(state, state.student, between, index * 100 + step, "student")
     state.results["pruning"] = {"criterion": stage.criterion, "amount": stage.amount, "steps": stage.steps,
                                 "report": _jsonable(report)}
+    state.results.setdefault("pruning_steps", []).append({"criterion": stage.criterion, "amount": stage.amount})
     _save_role(state, state.student, "student")
     return {"criterion": stage.criterion, "amount": stage.amount}
 
@@ -481,6 +486,7 @@ def summarize(state: State) -> dict:
                     "before_pruning": res.get("student_before_pruning"),
                     "params": param_counts(state.student.model, info.input_size)},
         "pruning": res.get("pruning"),
+        "pruning_steps": res.get("pruning_steps"),  # one per prune stage, with the metrics after its fine-tune
         "structured": res.get("structured"),
         "onnx": state.exported,
         "stages": res.get("stages", []),

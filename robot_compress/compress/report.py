@@ -87,8 +87,12 @@ def pruning_series(runs: list[dict]) -> dict:
             continue
         m = r["student"]["metrics"]
         key = (r["task"], r["student"]["model"], _kd(r), (r.get("tags") or {}).get("sweep") or r["name"])
-        series[key][r["pruning"]["criterion"]].append(
-            (_amount(r), m[r["primary"]], r["student"]["params"].get("effective")))
+        points = series[key][r["pruning"]["criterion"]]
+        # A run that prunes in several stages (each followed by fine-tuning) is a curve of its own.
+        for step in (r.get("pruning_steps") or [])[:-1]:
+            if "metrics" in step and step["criterion"] == r["pruning"]["criterion"]:
+                points.append((step["amount"], step["metrics"][r["primary"]], step["params"].get("effective")))
+        points.append((_amount(r), m[r["primary"]], r["student"]["params"].get("effective")))
     return {k: {c: sorted(v) for c, v in crit.items()} for k, crit in series.items()}
 
 
