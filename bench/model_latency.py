@@ -77,7 +77,7 @@ def default_groups() -> list[Group]:
     cls = Group("cifar10 32x32", "classification", CIFAR10_LABELS, (32, 32), (32, 32), "resnet56", "resnet20",
                 teacher_onnx=["models/cifar10_resnet56_teacher.onnx"],
                 teacher_ckpt=["runs/cifar10_resnet56_teacher_jpeg/student.pt"],
-                student_ckpt=["runs/cifar10_resnet20_kd_long_int8/student.pt",  # best dense KD student, if run
+                student_ckpt=["runs/cifar10_resnet20_kd_full_int8/student.pt",  # the most accurate dense KD student
                               "runs/cifar10_resnet20_sweep/base-kd/student.pt",
                               "runs/cifar10_resnet20_sweep/base-kd/checkpoints/*distill_student.pt"],
                 deployed_onnx=["models/cifar10_resnet20*.onnx"],

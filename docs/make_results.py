@@ -32,7 +32,7 @@ SHIPPED = [
      "cifar10_resnet20_kd_struct50_int8.onnx"),
     # dense KD ResNet-20 distilled on the whole train split, INT8: the fast and accurate CIFAR-10 point.
     ("cifar10_resnet20_kd_full_int8", "cifar10_resnet20_kd_full_int8.onnx", "cifar10_resnet20_kd_full_int8.onnx"),
-    # the same student after 100 more KD epochs with augmentation (80 on a lent GPU, 20 on this CPU).
+    # the same student after 100 more KD epochs with augmentation (unfinished: 84 of 100 epochs so far).
     ("cifar10_resnet20_kd_long_int8", "cifar10_resnet20_kd_long_int8.onnx", "cifar10_resnet20_kd_long_int8.onnx"),
     # structured 60 % + KD: 95 % fewer parameters than the teacher and a smaller graph (faster); the paper's
     # unstructured class-uniform 70 % student (same accuracy class, no speed-up) is the fallback.
