@@ -198,7 +198,7 @@ class State:
 
 def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> State:
     """Everything that can reject the input, done before the output dir is touched."""
-    from robot_compress.compress.train import pick_device, seed_everything
+    from robot_compress.compress.train import device_label, pick_device, seed_everything
 
     seed_everything(recipe.seed)
     data = load_data(recipe.dataset)
@@ -208,7 +208,7 @@ def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] =
     run.add_seed("data_split", recipe.dataset.seed)
     run.info["dataset_fingerprint"] = data.info.fingerprint
     device = pick_device(recipe.device)
-    run.info["host"]["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    run.info["host"]["device"] = device_label(device)
     return State(recipe, Path(out_dir), run, data, device, student, teacher, log)
 
 

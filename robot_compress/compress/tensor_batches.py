@@ -67,8 +67,8 @@ class TensorBatches:
         n = len(self.images)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x, y = self.images[idx.to(self.device)], self.targets[idx.to(self.device)]
+            idx = order[start:start + self.batch_size].to(self.device)
+            x, y = self.images[idx], self.targets[idx]
             if self.augment:
                 x, y = self._augment(x, y)
             yield (x.float() - self.mean) / self.std, y
