@@ -78,7 +78,8 @@ RECIPE_FILES = {"cifar10_resnet56_teacher_jpeg": "config/recipes/cifar10_resnet5
                 "cifar10_resnet20_kd_full_int8": "config/recipes/cifar10_resnet20_kd_full_int8.yaml",
                 "cifar10_resnet18_teacher": "config/recipes/cifar10_resnet18_teacher.yaml",
                 "cifar10_resnet20_kd_gradual_cb85_int8": "config/recipes/cifar10_resnet20_kd_gradual_cb85_int8.yaml",
-                "cifar10_resnet20_kd_long_int8": "config/recipes/cifar10_resnet20_kd_long_int8.yaml"}
+                "cifar10_resnet20_kd_long_int8": "config/recipes/cifar10_resnet20_kd_long_int8.yaml",
+                "camvid_lraspp_nokd": "config/recipes/camvid_lraspp_nokd.yaml"}
 
 
 def _write_card(card: dict, run: str, target: Path) -> None:
