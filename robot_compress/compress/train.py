@@ -131,7 +131,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, device, teache
         teacher.eval()
     total = torch.zeros((), device=device)
     count = 0
-    for images, targets in _progress(loader, desc, total=len(loader)):
+    for step, (images, targets) in enumerate(_progress(loader, desc, total=len(loader))):
         images, targets = images.to(device), targets.to(device)
         teacher_logits = None
         with autocast(device, precision):
@@ -140,14 +140,14 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, device, teache
                     teacher_logits = teacher(images)
             logits = model(images)
             loss = loss_fn(logits, targets, teacher_logits)
+        if step == 0 and not torch.isfinite(loss):  # fail fast, before a bad step touches the weights
+            raise FloatingPointError(f"training loss became {loss.item()} (lower the learning rate)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         # Summed on the device: a per-step .item() would stall a GPU on every batch.
         total += loss.detach().float() * images.shape[0]
         count += images.shape[0]
-        if count <= images.shape[0] and not torch.isfinite(loss):  # first batch: fail fast
-            raise FloatingPointError(f"training loss became {loss.item()} (lower the learning rate)")
     mean = float(total) / max(count, 1)
     if not math.isfinite(mean):
         raise FloatingPointError(f"training loss became {mean} (lower the learning rate)")
