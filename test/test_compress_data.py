@@ -52,6 +52,17 @@ def test_raw_uint8_items_are_hwc_rgb():
     assert np.allclose(norm[0][0].numpy().transpose(1, 2, 0), expect, atol=1e-5)
 
 
+def test_variant_shares_the_loaded_items_and_matches_a_fresh_load():
+    ds, _ = load_dataset("synthetic_seg", None, n=4, seed=1)
+    raw = ds.variant(raw_uint8=True)
+    fresh, _ = load_dataset("synthetic_seg", None, n=4, seed=1, raw_uint8=True)
+    assert raw.images is ds.images and raw.targets is ds.targets  # nothing read twice
+    assert not ds.raw_uint8 and raw.raw_uint8 and not raw.augment
+    for i in range(4):
+        assert np.array_equal(raw[i][0], fresh[i][0]) and torch.equal(raw[i][1], fresh[i][1])
+    assert ds.variant(augment=True).augment and not ds.augment
+
+
 def test_split_is_deterministic_and_disjoint():
     ds, _ = load_dataset("synthetic_cls", None, n=50)
     tr, va = split_train_val(ds, 0.2, seed=7)

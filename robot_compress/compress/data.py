@@ -8,6 +8,7 @@ at input_size instead (to feed the runtime Engine exactly as a camera frame woul
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import os
@@ -122,6 +123,16 @@ class ImageDataset(Dataset):
 
     def __len__(self):
         return len(self.images)
+
+    def variant(self, *, augment: bool | None = None, raw_uint8: bool | None = None) -> ImageDataset:
+        """The same items, in the same order, with other augment/raw_uint8 settings: shares the loaded images
+        and targets instead of reading the files again."""
+        other = copy.copy(self)
+        if augment is not None:
+            other.augment = augment
+        if raw_uint8 is not None:
+            other.raw_uint8 = raw_uint8
+        return other
 
     def _image(self, i) -> np.ndarray:
         item = self.images[i]

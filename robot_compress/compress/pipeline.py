@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from robot_compress.compress import recipe as rc
 from robot_compress.compress.runinfo import RunDir
@@ -53,12 +54,7 @@ class Data:
     def raw_val(self):
         """The validation split as RGB uint8 frames (same indices as `val`), for the runtime Engine."""
         if self._raw_val is None:
-            from robot_compress.compress.data import load_dataset, split_train_val
-
-            options = {k: v for k, v in self.spec.options.items() if k != "augment"}
-            raw, _ = load_dataset(self.spec.kind, self.spec.root, input_size=self.spec.input_size, train=True,
-                                  raw_uint8=True, **options)
-            self._raw_val = split_train_val(raw, self.spec.val_fraction, self.spec.seed)[1]
+            self._raw_val = Subset(self.val.dataset.variant(raw_uint8=True), self.val.indices)
         return self._raw_val
 
 
@@ -75,8 +71,7 @@ def load_data(spec: rc.DataSpec) -> Data:
         raise PipelineError(f"dataset {spec.kind!r} at {spec.root} is empty")
     train, val = split_train_val(ds, spec.val_fraction, spec.seed)
     if augment:
-        aug, _ = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, augment=True, **options)
-        train = split_train_val(aug, spec.val_fraction, spec.seed)[0]
+        train = split_train_val(ds.variant(augment=True), spec.val_fraction, spec.seed)[0]
     if spec.train_subset is not None and spec.train_subset < len(train):
         train = train_subset(train, spec.train_subset, spec.seed)
     if len(train) == 0 or len(val) == 0:
@@ -88,9 +83,7 @@ def load_data(spec: rc.DataSpec) -> Data:
     if spec.preload:
         from robot_compress.compress.tensor_batches import preload
 
-        raw, _ = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, raw_uint8=True,
-                              **options)
-        raw_train, data._raw_val = split_train_val(raw, spec.val_fraction, spec.seed)
+        raw_train, data._raw_val = split_train_val(ds.variant(raw_uint8=True), spec.val_fraction, spec.seed)
         if spec.train_subset is not None and spec.train_subset < len(raw_train):
             raw_train = train_subset(raw_train, spec.train_subset, spec.seed)
         data.preloaded = {"train": preload(raw_train), "val": preload(data._raw_val), "augment": augment}
@@ -100,7 +93,6 @@ def load_data(spec: rc.DataSpec) -> Data:
 def train_subset(train, n: int, seed: int):
     """A fixed random subset of n training items (same n + seed -> same items), indices sorted."""
     import numpy as np
-    from torch.utils.data import Subset
 
     picked = np.random.default_rng([seed, n]).choice(len(train), size=n, replace=False)
     return Subset(train, sorted(int(i) for i in picked))
