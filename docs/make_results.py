@@ -68,18 +68,15 @@ def ship() -> None:
         print(f"shipped {out / target} ({src.stat().st_size / 2**20:.2f} MB)")
 
 
-RECIPE_FILES = {"cifar10_resnet56_teacher_jpeg": "config/recipes/cifar10_resnet56_teacher_jpeg.yaml",
-                "cifar10_resnet56_to_resnet20_kd_classblind":
-                    "config/recipes/cifar10_resnet56_to_resnet20_kd_classblind.yaml",
-                "camvid_lraspp_kd_classblind": "config/recipes/camvid_lraspp_kd_classblind.yaml",
-                "camvid_lraspp_kd_classuniform": "config/recipes/camvid_lraspp_kd_classuniform.yaml",
-                "camvid_lraspp_structured60_kd_int8": "config/recipes/camvid_lraspp_structured60_kd_int8.yaml",
-                "cifar10_resnet20_structured50_kd_int8": "config/recipes/cifar10_resnet20_structured50_kd_int8.yaml",
-                "cifar10_resnet20_kd_full_int8": "config/recipes/cifar10_resnet20_kd_full_int8.yaml",
-                "cifar10_resnet18_teacher": "config/recipes/cifar10_resnet18_teacher.yaml",
-                "cifar10_resnet20_kd_gradual_cb85_int8": "config/recipes/cifar10_resnet20_kd_gradual_cb85_int8.yaml",
-                "cifar10_resnet20_kd_long_int8": "config/recipes/cifar10_resnet20_kd_long_int8.yaml",
-                "camvid_lraspp_nokd": "config/recipes/camvid_lraspp_nokd.yaml"}
+def _recipe_files() -> dict[str, str]:
+    """run dir name -> the recipe file that writes it (from each recipe's output_dir)."""
+    from robot_compress.compress.recipe import load_recipe
+
+    files = {}
+    for path in sorted((ROOT / "config" / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path)
+        files[Path(recipe.output_dir or f"runs/{recipe.name}").name] = path.relative_to(ROOT).as_posix()
+    return files
 
 
 def _write_card(card: dict, run: str, target: Path) -> None:
@@ -95,8 +92,8 @@ def _write_card(card: dict, run: str, target: Path) -> None:
                     "validation": f"fixed {100 * ds['val_fraction']:g} % split of the training data, seed {ds['seed']}",
                     "n_train": metrics["dataset"]["n_train"], "n_val": metrics["dataset"]["n_val"],
                     "fingerprint": metrics["dataset"]["fingerprint"]}
-    card["recipe"] = {"name": recipe["name"], "file": RECIPE_FILES.get(run),
-                      "command": f"robot-compress run {RECIPE_FILES.get(run)}",
+    recipe_file = _recipe_files()[run]
+    card["recipe"] = {"name": recipe["name"], "file": recipe_file, "command": f"robot-compress run {recipe_file}",
                       "run_time_s": round(run_seconds(metrics)),
                       "training_s_by_device": training_seconds_by_device(metrics)}
     if metrics.get("teacher"):
