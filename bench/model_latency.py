@@ -85,13 +85,17 @@ def default_groups() -> list[Group]:
     camvid_kw = dict(task="segmentation", labels=CAMVID_LABELS, frame_hw=(360, 480),
                      teacher_arch="deeplabv3_mobilenet_v3_large", student_arch="lraspp_mobilenet_v3_large",
                      teacher_onnx=["models/camvid_*teacher*.onnx"],
-                     teacher_ckpt=["runs/camvid_lraspp_kd_classblind/checkpoints/00_train_teacher.pt"],
-                     student_ckpt=["runs/camvid_lraspp_kd_classblind/checkpoints/01_distill_student.pt"],
+                     # the 40-epoch teacher (the strongest; the goals are held against it), else the 8-epoch one
+                     teacher_ckpt=["runs/camvid_deeplabv3_teacher/student.pt",
+                                   "runs/camvid_lraspp_kd_classblind/checkpoints/00_train_teacher.pt"],
+                     student_ckpt=["runs/camvid_strong_teacher_lraspp_kd/student.pt",
+                                   "runs/camvid_lraspp_kd_classblind/checkpoints/01_distill_student.pt"],
                      ignore_index=11)
     seg = Group("camvid 180x240", input_size=(180, 240),
                 deployed_onnx=["models/camvid_lraspp*.onnx",  # shipped; else the finished recipe's own export
                                "runs/camvid_lraspp_kd_classblind/camvid_lraspp_student*.onnx"],
-                finetuned_onnx=["runs/camvid_lraspp_structured*_kd_int8/*.onnx"],
+                finetuned_onnx=["runs/camvid_strong_teacher_lraspp_structured60*_int8/*.onnx",
+                                "runs/camvid_lraspp_structured*_kd_int8/*.onnx"],
                 data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (180, 240), 0.15), **camvid_kw)
     seg_full = Group("camvid 360x480", input_size=(360, 480),
                      data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (360, 480), 0.15),
