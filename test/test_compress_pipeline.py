@@ -300,3 +300,20 @@ def test_segmentation_table_names_the_method_and_compression_vs_teacher():
     assert "| 80.00 | 40.00 |" in rows["slim"]
     text = "\n".join(table_segmentation(runs))
     assert "slim (s)" in text and "cell (s)" not in text  # per-class IoU only for stand-alone runs
+
+
+def test_segmentation_table_holds_each_run_against_its_own_teacher():
+    from robot_compress.compress.report import table_segmentation
+
+    strong = _seg_run("strong", 400, 0.8)
+    strong["teacher"] = {"model": "t2", "metrics": {"pixel_acc": 0.95, "miou": 0.6},
+                         "params": {"total": 8000, "nonzero": 8000}}
+    own = _seg_run("own", 8000, 0.95, teacher=False)
+    own["tags"] = {"role": "teacher"}
+    runs = [_seg_run("weak", 400, 0.8), strong, own]
+    lines = table_segmentation(runs)
+    rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
+    assert "| 90.00 | 90.00 |" in rows["weak"]  # 1 - 400/4000; its teacher's 90 %
+    assert "| 95.00 | 95.00 |" in rows["strong"]  # 1 - 400/8000; its teacher's 95 %
+    assert "| - | - |" in rows["own"]  # a teacher run is not compressed against another teacher
+    assert sum(line.startswith("Teacher ") for line in lines) == 2

@@ -124,26 +124,35 @@ def pruning_method(r: dict) -> str:
 
 
 def table_segmentation(runs: list[dict]) -> list[str]:
-    """Table 3: every segmentation run, with its compression (nonzero params) against its teacher."""
+    """Table 3: every segmentation run, with its compression (nonzero params) against its own KD teacher
+    (runs scored without one, e.g. sweep cells, against the first teacher found)."""
     seg = [r for r in runs if r["task"] == "segmentation"]
     if not seg:
         return []
-    teacher = next((r["teacher"] for r in seg if r.get("teacher")), None)
-    t_nonzero = teacher["params"]["nonzero"] if teacher else None
+    default = next((r["teacher"] for r in seg if r.get("teacher")), None)
     out = ["## Table 3: segmentation (validation split)", "",
            "| run | model | KD | pruning | pixel acc % | mIoU % | params | nonzero | effective | "
-           "compression vs teacher % | ONNX pixel acc % |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "compression vs teacher % | teacher pixel acc % | ONNX pixel acc % |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    teachers: dict[tuple, dict] = {}
     for r in sorted(seg, key=lambda r: (r["name"], _amount(r))):
         m, p = r["student"]["metrics"], r["student"]["params"]
+        is_teacher = (r.get("tags") or {}).get("role") == "teacher"  # a teacher recipe: nothing to compare with
+        teacher = r.get("teacher") or (None if is_teacher else default)
         onnx = next((e.get("metrics") for e in r.get("onnx", []) if e.get("kind") == "fp32" and e.get("metrics")),
                     None)
-        compression = f"{100 * (1 - p['nonzero'] / t_nonzero):.2f}" if t_nonzero and p.get("nonzero") else ""
+        t_nonzero = teacher["params"]["nonzero"] if teacher else None
+        compression = f"{100 * (1 - p['nonzero'] / t_nonzero):.2f}" if t_nonzero and p.get("nonzero") else "-"
+        t_acc = _pct(teacher["metrics"].get("pixel_acc")) if teacher else "-"
+        if teacher:
+            teachers.setdefault((teacher["model"], t_acc), teacher)
         out.append(f"| {r['name']} | {r['student']['model']} | {'yes' if _kd(r) else 'no'} | {pruning_method(r)} | "
                    f"{_pct(m.get('pixel_acc'))} | {_pct(m.get('miou'))} | {p.get('total')} | {p.get('nonzero')} | "
-                   f"{p.get('effective')} | {compression} | {_pct(_acc(onnx, 'pixel_acc'))} |")
-    if teacher:
-        out += ["", f"Teacher {teacher['model']}: pixel acc {_pct(teacher['metrics'].get('pixel_acc'))} %, "
-                    f"mIoU {_pct(teacher['metrics'].get('miou'))} %, {teacher['params']['total']} params."]
+                   f"{p.get('effective')} | {compression} | {t_acc} | {_pct(_acc(onnx, 'pixel_acc'))} |")
+    if teachers:
+        out += [""] + [f"Teacher {t['model']}: pixel acc {_pct(t['metrics'].get('pixel_acc'))} %, "
+                       f"mIoU {_pct(t['metrics'].get('miou'))} %, {t['params']['total']} params."
+                       for t in teachers.values()]
     # Per-class IoU for the stand-alone runs; sweep cells are summarised by the curves.
     return out + [""] + table_class_iou([r for r in seg if not (r.get("tags") or {}).get("sweep")])
 
