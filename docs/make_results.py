@@ -8,6 +8,7 @@ goal check below); the only typed text is the prose header in docs/results_heade
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -72,6 +73,7 @@ def ship() -> None:
         print(f"shipped {out / target} ({src.stat().st_size / 2**20:.2f} MB)")
 
 
+@functools.cache
 def _recipe_files() -> dict[str, str]:
     """run dir name -> the recipe file that writes it (from each recipe's output_dir)."""
     from robot_compress.compress.recipe import load_recipe

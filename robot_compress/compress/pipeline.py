@@ -83,10 +83,10 @@ def load_data(spec: rc.DataSpec) -> Data:
     if spec.preload:
         from robot_compress.compress.tensor_batches import preload
 
-        raw_train, data._raw_val = split_train_val(ds.variant(raw_uint8=True), spec.val_fraction, spec.seed)
+        raw_train = split_train_val(ds.variant(raw_uint8=True), spec.val_fraction, spec.seed)[0]
         if spec.train_subset is not None and spec.train_subset < len(raw_train):
             raw_train = train_subset(raw_train, spec.train_subset, spec.seed)
-        data.preloaded = {"train": preload(raw_train), "val": preload(data._raw_val), "augment": augment}
+        data.preloaded = {"train": preload(raw_train), "val": preload(data.raw_val()), "augment": augment}
     return data
 
 
