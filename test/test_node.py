@@ -49,6 +49,20 @@ def _publish_at_rate(peer, messages):
         peer.publish(msg)
 
 
+def _publish_in_segments(peer, node, segments, timeout=120):
+    """Publish each segment at camera rate and let the node settle before the next one.
+
+    The node keeps only the newest frame, so a malformed frame sent mid-stream may be replaced before the
+    worker decodes it (counted as dropped, not bad) when the machine is slow. Sending it as its own
+    segment into an empty slot makes the bad-frame count deterministic."""
+    sent = 0
+    for segment in segments:
+        _publish_at_rate(peer, segment)
+        sent += len(segment)
+        counts = peer.wait_for_settled(sent, node, timeout=timeout)
+    return counts
+
+
 def _key(result):
     return (result["stamp"]["sec"], result["stamp"]["nanosec"], result["frame_id"])
 
@@ -84,16 +98,11 @@ def test_stream_of_100_frames_gives_one_exact_result_per_processed_frame(tmp_pat
         header = make_header(i)
         frames[_hkey(header)] = rgb
         messages.append(rgb_to_image(rgb, header))
-        if i == 40:  # truncated data
-            bad = rgb_to_image(rgb, make_header(1000, "bad_truncated"))
-            bad.data = bytes(bad.data)[:-640]
-            messages.append(bad)
-        if i == 60:  # unsupported encoding
-            bad = rgb_to_image(rgb, make_header(1001, "bad_encoding"))
-            bad.encoding = "yuv422"
-            messages.append(bad)
-    _publish_at_rate(peer, messages)
-    counts = peer.wait_for_settled(len(messages), node, timeout=120)
+    truncated = rgb_to_image(synthetic_frame(40), make_header(1000, "bad_truncated"))
+    truncated.data = bytes(truncated.data)[:-640]
+    wrong_encoding = rgb_to_image(synthetic_frame(60), make_header(1001, "bad_encoding"))
+    wrong_encoding.encoding = "yuv422"
+    counts = _publish_in_segments(peer, node, [messages[:41], [truncated], [wrong_encoding], messages[41:]])
 
     assert counts["frames_in"] == 102
     assert counts["bad_frames"] == 2 and counts["errors"] == 0
@@ -141,12 +150,9 @@ def test_compressed_jpeg_input_with_overlay(tmp_path, running):
         msg = rgb_to_compressed(synthetic_frame(i, 240, 320), make_header(i), fmt="jpeg")
         decoded[_hkey(msg.header)] = imaging.compressed_to_rgb("jpeg", bytes(msg.data))
         messages.append(msg)
-        if i == 5:
-            corrupt = rgb_to_compressed(synthetic_frame(i, 240, 320), make_header(500, "corrupt"))
-            corrupt.data = bytes(corrupt.data)[:100]
-            messages.append(corrupt)
-    _publish_at_rate(peer, messages)
-    counts = peer.wait_for_settled(len(messages), node)
+    corrupt = rgb_to_compressed(synthetic_frame(5, 240, 320), make_header(500, "corrupt"))
+    corrupt.data = bytes(corrupt.data)[:100]
+    counts = _publish_in_segments(peer, node, [messages[:6], [corrupt], messages[6:]], timeout=60)
     assert counts["bad_frames"] == 1 and counts["frames_out"] + counts["dropped"] == 12, (counts, node.output)
     peer.wait_until(lambda: len(peer.overlays) >= counts["frames_out"], 30, "overlays", node)
     engine = Engine(model, threads=1)
