@@ -176,7 +176,10 @@ def goal_rows(latency: dict, node: dict | None) -> list[dict]:
                 holds = "speed only: accuracy not measured"
             else:
                 holds = False
-            rows.append({"goal": text, "measured": "; ".join(parts), "holds": holds})
+            row = {"goal": text, "measured": "; ".join(parts), "holds": holds}
+            if holds is False:
+                row["why"] = _why_missed(cands, gaps, key, goal, fmt, task, best_ok, latency.get("profile", {}).get(group))
+            rows.append(row)
     if node and "sizes" in node:
         for frame, r in node["sizes"].items():
             beyond = r["node"][0] - r["engine"][0] - r["echo"][0]
@@ -186,6 +189,25 @@ def goal_rows(latency: dict, node: dict | None) -> list[dict]:
         rows.append({"goal": f"node RSS with the segmentation model <= {NODE_RSS_GOAL_MB:.0f} MB",
                      "measured": f"{peak:.0f} MB peak (VmHWM)", "holds": peak <= NODE_RSS_GOAL_MB})
     return rows
+
+
+def _why_missed(cands, gaps, key, goal, fmt, task, best_ok, profile) -> str:
+    """Name the limit of a missed speed goal: accuracy (variants are fast enough but too inaccurate) or
+    speed (none is fast enough; the profile's hot spot says where the time goes)."""
+    fast = [r for r in cands if r[key] >= goal and gaps[r["variant"]] is not None]
+    within = f"the fastest variant within the budget reaches {fmt.format(best_ok[key])}" if best_ok else \
+        "no variant is within the budget"
+    if fast:
+        closest = min(fast, key=lambda r: gaps[r["variant"]])
+        return (f"accuracy, not speed: {len(fast)} variant(s) reach {fmt.format(goal)}, the most accurate of them "
+                f"is {closest['variant']} ({fmt.format(closest[key])}, {_gap_text(gaps[closest['variant']], task)}); "
+                f"{within}")
+    why = f"speed: no variant reaches {fmt.format(goal)}; {within}"
+    if profile and profile.get("ops"):
+        top = profile["ops"][0]
+        why += (f"; hot spot in the fastest student ({profile['variant']}): {top['op']} "
+                f"{top['share'] * 100:.0f} % of its kernel time")
+    return why
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -357,6 +379,11 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
     out += ["## Goals (issue 8)", "", "| goal | measured | holds |", "|---|---|---|"]
     out += [f"| {g['goal']} | {g['measured']} | {_holds(g['holds'])} |" for g in goals]
     out += [""]
+    missed = [g for g in goals if g.get("why")]
+    if missed:
+        out += ["What limits each missed goal (from the same run):", ""]
+        out += [f"- {g['goal']}: {g['why']}" for g in missed]
+        out += [""]
 
     out += ["## Model latency: teacher vs student variants", ""]
     for g in latency["groups"]:

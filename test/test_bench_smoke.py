@@ -130,9 +130,22 @@ def test_speed_goal_holds_only_within_the_accuracy_budget():
     assert run_all.goal_rows(_fake_latency(0.925), None)[0]["holds"] is True  # 10x, -0.5 pt
     assert run_all.goal_rows(_fake_latency(0.90), None)[0]["holds"] is False  # 10x but -3 pt
     assert run_all.goal_rows(_fake_latency(0.925, student_ms=4.0), None)[0]["holds"] is False  # 2.5x
+    assert "why" not in run_all.goal_rows(_fake_latency(0.925), None)[0]
     unknown = run_all.goal_rows(_fake_latency(None), None)[0]
     assert unknown["holds"] == "speed only: accuracy not measured"
     assert "accuracy not measured" in unknown["measured"]
+
+
+def test_a_missed_speed_goal_names_its_limit():
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_all
+
+    too_inaccurate = run_all.goal_rows(_fake_latency(0.90), None)[0]  # 10x, 3 pt below
+    assert too_inaccurate["why"].startswith("accuracy, not speed") and "3.0 pt below" in too_inaccurate["why"]
+    slow = _fake_latency(0.925, student_ms=4.0)  # within the budget, 2.5x
+    slow["profile"] = {"g": {"variant": "student", "ops": [{"op": "QLinearConv", "share": 0.6, "ms_per_run": 1.0}]}}
+    why = run_all.goal_rows(slow, None)[0]["why"]
+    assert why.startswith("speed: no variant reaches 5.0x") and "reaches 2.5x" in why and "QLinearConv 60 %" in why
 
 
 def test_render_only_rewrites_the_same_tables_from_the_json(quick_run, tmp_path):
