@@ -178,7 +178,8 @@ def goal_rows(latency: dict, node: dict | None) -> list[dict]:
                 holds = False
             row = {"goal": text, "measured": "; ".join(parts), "holds": holds}
             if holds is False:
-                row["why"] = _why_missed(cands, gaps, key, goal, fmt, task, best_ok, latency.get("profile", {}).get(group))
+                profile = latency.get("profile", {}).get(group)
+                row["why"] = _why_missed(cands, gaps, key, goal, fmt, task, best_ok, profile)
             rows.append(row)
     if node and "sizes" in node:
         for frame, r in node["sizes"].items():
