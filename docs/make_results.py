@@ -260,7 +260,7 @@ def seg_goal_check() -> list[str]:
         drop = 100 * (ref["metrics"]["pixel_acc"] - s["metrics"]["pixel_acc"])
         own_drop = 100 * (own["metrics"]["pixel_acc"] - s["metrics"]["pixel_acc"])
         before = s.get("before_pruning")
-        own_note = ("" if abs(own_drop - drop) < 1e-6 else
+        own_note = ("" if own["metrics"]["pixel_acc"] == ref["metrics"]["pixel_acc"] else
                     f" (vs its own KD teacher, {100 * own['metrics']['pixel_acc']:.2f} %: {own_drop:.2f} pt)")
         lines.append(f"- `{run}` ({s['model']}, {pruning_method(m)}): "
                      f"compression {100 * compression:.2f} % of the teacher's nonzero params (goal >= 90 %: "
