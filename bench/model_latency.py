@@ -80,7 +80,7 @@ def default_groups() -> list[Group]:
                 student_ckpt=["runs/cifar10_resnet20_kd_full_int8/student.pt",  # the most accurate dense KD student
                               "runs/cifar10_resnet20_sweep/base-kd/student.pt",
                               "runs/cifar10_resnet20_sweep/base-kd/checkpoints/*distill_student.pt"],
-                deployed_onnx=["models/cifar10_resnet20*.onnx"],
+                deployed_onnx=["models/cifar10_resnet20*.onnx", "models/cifar10_resnet32*.onnx"],
                 finetuned_onnx=["runs/cifar10_resnet20_structured50_kd_int8/*.onnx"], data=cifar)
     camvid_kw = dict(task="segmentation", labels=CAMVID_LABELS, frame_hw=(360, 480),
                      teacher_arch="deeplabv3_mobilenet_v3_large", student_arch="lraspp_mobilenet_v3_large",
