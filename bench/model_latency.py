@@ -511,12 +511,17 @@ def run(groups: list[Group], work: Path, runs: int, threads=(1, 2), evaluate: bo
         variants += built
     result = {"variants": [asdict(v) for v in variants], "groups": [asdict(g) for g in groups],
               "rss_floor_mb": peak_rss_mb(None, (1, 1)) if rss else None, "ratios": ratios(variants, groups),
-              "profile": {}}
+              "profile": {}, "profile_deployed": {}}
     if profile:
         for group in groups:
             best = fastest_student(variants, group.name)
             if best is not None:
                 result["profile"][group.name] = {"variant": best.name, "ops": hot_ops(best.path, frames[group.name])}
+            # the shipped students too: where a speed goal misses, the one within the accuracy budget is the
+            # model whose hot spot explains it
+            result["profile_deployed"][group.name] = [
+                {"variant": v.name, "ops": hot_ops(v.path, frames[group.name])} for v in variants
+                if v.group == group.name and v.name.startswith("deployed") and v is not best]
     return result
 
 

@@ -178,8 +178,8 @@ def goal_rows(latency: dict, node: dict | None) -> list[dict]:
                 holds = False
             row = {"goal": text, "measured": "; ".join(parts), "holds": holds}
             if holds is False:
-                profile = latency.get("profile", {}).get(group)
-                row["why"] = _why_missed(cands, gaps, key, goal, fmt, task, best_ok, profile)
+                profiles = [latency.get("profile", {}).get(group)] + latency.get("profile_deployed", {}).get(group, [])
+                row["why"] = _why_missed(cands, gaps, key, goal, fmt, task, best_ok, [p for p in profiles if p])
             rows.append(row)
     if node and "sizes" in node:
         for frame, r in node["sizes"].items():
@@ -192,23 +192,27 @@ def goal_rows(latency: dict, node: dict | None) -> list[dict]:
     return rows
 
 
-def _why_missed(cands, gaps, key, goal, fmt, task, best_ok, profile) -> str:
-    """Name the limit of a missed speed goal: accuracy (variants are fast enough but too inaccurate) or
-    speed (none is fast enough; the profile's hot spot says where the time goes)."""
+def _why_missed(cands, gaps, key, goal, fmt, task, best_ok, profiles) -> str:
+    """Name the limit of a missed speed goal: accuracy (the variants fast enough are too inaccurate) and/or
+    speed (the best variant within the accuracy budget is too slow; its profile's hot spot, if profiled)."""
     fast = [r for r in cands if r[key] >= goal and gaps[r["variant"]] is not None]
-    within = f"the fastest variant within the budget reaches {fmt.format(best_ok[key])}" if best_ok else \
-        "no variant is within the budget"
+    parts = []
     if fast:
         closest = min(fast, key=lambda r: gaps[r["variant"]])
-        return (f"accuracy, not speed: {len(fast)} variant(s) reach {fmt.format(goal)}, the most accurate of them "
-                f"is {closest['variant']} ({fmt.format(closest[key])}, {_gap_text(gaps[closest['variant']], task)}); "
-                f"{within}")
-    why = f"speed: no variant reaches {fmt.format(goal)}; {within}"
-    if profile and profile.get("ops"):
-        top = profile["ops"][0]
-        why += (f"; hot spot in the fastest student ({profile['variant']}): {top['op']} "
-                f"{top['share'] * 100:.0f} % of its kernel time")
-    return why
+        parts.append(f"accuracy: {len(fast)} variant(s) reach {fmt.format(goal)}, the most accurate of them is "
+                     f"{closest['variant']} ({fmt.format(closest[key])}, {_gap_text(gaps[closest['variant']], task)})")
+    else:
+        parts.append(f"no variant reaches {fmt.format(goal)}")
+    if best_ok is None:
+        parts.append("no variant is within the accuracy budget")
+        return "; ".join(parts)
+    parts.append(f"speed: the fastest variant within the accuracy budget, {best_ok['variant']}, reaches "
+                 f"{fmt.format(best_ok[key])}")
+    prof = next((p for p in profiles if p["variant"] == best_ok["variant"] and p.get("ops")), None)
+    if prof is not None:
+        ops = ", ".join(f"{o['op']} {o['share'] * 100:.0f} %" for o in prof["ops"][:3])
+        parts.append(f"its kernel time (onnxruntime profiler): {ops}")
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -141,11 +141,13 @@ def test_a_missed_speed_goal_names_its_limit():
     import run_all
 
     too_inaccurate = run_all.goal_rows(_fake_latency(0.90), None)[0]  # 10x, 3 pt below
-    assert too_inaccurate["why"].startswith("accuracy, not speed") and "3.0 pt below" in too_inaccurate["why"]
+    assert too_inaccurate["why"].startswith("accuracy: 1 variant(s) reach 5.0x") and "3.0 pt below" in \
+        too_inaccurate["why"] and "no variant is within the accuracy budget" in too_inaccurate["why"]
     slow = _fake_latency(0.925, student_ms=4.0)  # within the budget, 2.5x
-    slow["profile"] = {"g": {"variant": "student", "ops": [{"op": "QLinearConv", "share": 0.6, "ms_per_run": 1.0}]}}
+    slow["profile_deployed"] = {"g": [{"variant": "student", "ops": [{"op": "QLinearConv", "share": 0.6,
+                                                                       "ms_per_run": 1.0}]}]}
     why = run_all.goal_rows(slow, None)[0]["why"]
-    assert why.startswith("speed: no variant reaches 5.0x") and "reaches 2.5x" in why and "QLinearConv 60 %" in why
+    assert why.startswith("no variant reaches 5.0x") and "student, reaches 2.5x" in why and "QLinearConv 60 %" in why
 
 
 def test_render_only_rewrites_the_same_tables_from_the_json(quick_run, tmp_path):
