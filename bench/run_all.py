@@ -417,9 +417,14 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
         "",
     ]
     if latency.get("profile"):
-        out += ["### Where the time goes (onnxruntime profiler, 1 thread, fastest student variant)", ""]
+        out += ["### Where the time goes (onnxruntime profiler, 1 thread, fastest and shipped students)",
+                ""]
         by_key = {(v["group"], v["name"]): v for v in latency["variants"]}
-        for group, prof in latency["profile"].items():
+        profiled = [(group, prof) for group, prof in latency["profile"].items()]
+        profiled += [(group, prof) for group, profs in latency.get("profile_deployed", {}).items() for prof in profs]
+        order = [g["name"] for g in latency["groups"]]
+        profiled.sort(key=lambda gp: order.index(gp[0]) if gp[0] in order else len(order))  # stable: fastest first
+        for group, prof in profiled:
             ops = ", ".join(f"{o['op']} {o['share'] * 100:.0f} % ({o['ms_per_run']:.2f} ms)" for o in prof["ops"])
             t = by_key[(group, prof["variant"])]["timing"]["1"]
             out += [f"- {group}, {prof['variant']}: kernels {ops}; outside the session (frame p50 - session p50: "
