@@ -420,7 +420,7 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
         out += ["### Where the time goes (onnxruntime profiler, 1 thread, fastest and shipped students)",
                 ""]
         by_key = {(v["group"], v["name"]): v for v in latency["variants"]}
-        profiled = [(group, prof) for group, prof in latency["profile"].items()]
+        profiled = list(latency["profile"].items())
         profiled += [(group, prof) for group, profs in latency.get("profile_deployed", {}).items() for prof in profs]
         order = [g["name"] for g in latency["groups"]]
         profiled.sort(key=lambda gp: order.index(gp[0]) if gp[0] in order else len(order))  # stable: fastest first
