@@ -97,15 +97,67 @@ def _decode_label(blob, palette: bool = False) -> np.ndarray:
     return lab if lab.ndim == 2 else lab[:, :, 0]
 
 
+@dataclass(frozen=True)
+class SegAugment:
+    """Random augmentation of a segmentation item: rescale around input_size by a factor drawn from `scale`,
+    random crop of `crop` (padded with void where the rescaled image is smaller), horizontal flip, and
+    brightness/contrast/saturation jitter of strength `color_jitter`. Draws from torch's RNG, so a seeded
+    (and checkpointed) generator replays the same augmentation."""
+    scale: tuple[float, float] = (1.0, 1.0)
+    crop: tuple[int, int] | None = None
+    flip: bool = True
+    color_jitter: float = 0.0
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand(()))
+
+
+def augment_segmentation(img: np.ndarray, label: np.ndarray, aug: SegAugment, base_hw, ignore: int):
+    """(HWC uint8 image, HW label) at any size -> an augmented (crop_h, crop_w) pair. Pure apart from the RNG."""
+    bh, bw = base_hw
+    s = _uniform(*aug.scale)
+    h, w = max(1, round(bh * s)), max(1, round(bw * s))
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    ch, cw = aug.crop or base_hw
+    if h < ch or w < cw:  # pad: image with black, label with void (never scored, never learnt)
+        ph, pw = max(ch - h, 0), max(cw - w, 0)
+        img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
+        label = cv2.copyMakeBorder(label, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=int(ignore))
+        h, w = img.shape[:2]
+    y = int(torch.randint(0, h - ch + 1, ()))
+    x = int(torch.randint(0, w - cw + 1, ()))
+    img, label = img[y:y + ch, x:x + cw], label[y:y + ch, x:x + cw]
+    if aug.flip and torch.rand(()) < 0.5:
+        img, label = img[:, ::-1], label[:, ::-1]
+    if aug.color_jitter > 0:
+        img = _jitter(img, aug.color_jitter)
+    return np.ascontiguousarray(img), np.ascontiguousarray(label)
+
+
+def _jitter(img: np.ndarray, strength: float) -> np.ndarray:
+    j = strength
+    x = img.astype(np.float32) * _uniform(1 - j, 1 + j)  # brightness
+    x = (x - x.mean()) * _uniform(1 - j, 1 + j) + x.mean()  # contrast
+    gray = x.mean(axis=2, keepdims=True)
+    x = (x - gray) * _uniform(1 - j, 1 + j) + gray  # saturation
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
 class ImageDataset(Dataset):
     """Shared item pipeline: read -> (augment) -> resize to input_size -> normalize (or raw uint8).
 
     `images` is a list of bytes/paths or an NHWC uint8 array; `targets` ints, label blobs/paths, or
     an NHW array; `label_map` (optional, 256-entry LUT) remaps raw label values (e.g. void -> ignore).
+    `augment` is a bool (classification: pad-crop + flip; segmentation: flip) or a SegAugment.
+    With `native=True` segmentation labels keep their own resolution (the image is still resized to
+    input_size), and raw uint8 frames are not resized at all: the robot's view, scored at frame size.
     """
 
-    def __init__(self, info: DatasetInfo, images, targets, *, augment: bool = False, raw_uint8: bool = False,
-                 palette_labels: bool = False, label_map: np.ndarray | None = None, pad_crop: int = 4):
+    def __init__(self, info: DatasetInfo, images, targets, *, augment: bool | SegAugment = False,
+                 raw_uint8: bool = False, palette_labels: bool = False, label_map: np.ndarray | None = None,
+                 pad_crop: int = 4, native: bool = False):
         if len(images) != len(targets):
             raise DatasetError(f"{info.source}: {len(images)} images but {len(targets)} targets")
         if len(images) == 0:
@@ -118,21 +170,31 @@ class ImageDataset(Dataset):
         self.palette_labels = palette_labels
         self.label_map = label_map
         self.pad_crop = pad_crop
+        self.native = native
         self._mean = np.array(info.mean, np.float32) * 255.0
         self._std = np.array(info.std, np.float32) * 255.0
 
     def __len__(self):
         return len(self.images)
 
-    def variant(self, *, augment: bool | None = None, raw_uint8: bool | None = None) -> ImageDataset:
-        """The same items, in the same order, with other augment/raw_uint8 settings: shares the loaded images
-        and targets instead of reading the files again."""
+    def variant(self, *, augment: bool | SegAugment | None = None, raw_uint8: bool | None = None,
+                native: bool | None = None) -> ImageDataset:
+        """The same items, in the same order, with other augment/raw_uint8/native settings: shares the loaded
+        images and targets instead of reading the files again."""
         other = copy.copy(self)
         if augment is not None:
             other.augment = augment
         if raw_uint8 is not None:
             other.raw_uint8 = raw_uint8
+        if native is not None:
+            other.native = native
         return other
+
+    def label(self, i) -> np.ndarray:
+        """Item i's class-id map at its native resolution (void already mapped to ignore_index)."""
+        label = self.targets[i]
+        label = label if isinstance(label, np.ndarray) else _decode_label(label, self.palette_labels)
+        return label if self.label_map is None else self.label_map[label]
 
     def _image(self, i) -> np.ndarray:
         item = self.images[i]
@@ -148,16 +210,18 @@ class ImageDataset(Dataset):
             if self.augment and not self.raw_uint8:
                 img = self._crop_flip(img)
             return self._finish(img), target
-        label = self.targets[i]
-        label = label if isinstance(label, np.ndarray) else _decode_label(label, self.palette_labels)
+        label = self.label(i)
         if label.shape[:2] != img.shape[:2]:
             raise DatasetError(f"{self.info.source}: item {i} image {img.shape[:2]} and label {label.shape} differ")
-        if img.shape[:2] != (h, w):
+        if isinstance(self.augment, SegAugment) and not self.raw_uint8:
+            img, label = augment_segmentation(img, label, self.augment, (h, w), self.info.ignore_index)
+        elif self.native:
+            if not self.raw_uint8 and img.shape[:2] != (h, w):  # the label stays at frame size
+                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        elif img.shape[:2] != (h, w):
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
             label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
-        if self.label_map is not None:
-            label = self.label_map[label]
-        if self.augment and not self.raw_uint8 and torch.rand(()) < 0.5:  # torch RNG: seeded per worker
+        if self.augment is True and not self.raw_uint8 and torch.rand(()) < 0.5:  # torch RNG: seeded per worker
             img, label = img[:, ::-1], label[:, ::-1]
         return self._finish(img), torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
 
@@ -174,6 +238,19 @@ class ImageDataset(Dataset):
             return np.ascontiguousarray(img)
         x = (img.astype(np.float32) - self._mean) / self._std
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def class_pixel_counts(dataset: ImageDataset, indices=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: labelled pixels, and pixels of the images where the class appears (void not counted), over
+    the native labels of `indices` (default: all items). The inputs of median-frequency balancing."""
+    n = dataset.info.num_classes
+    pixels = np.zeros(n, np.int64)
+    image_pixels = np.zeros(n, np.int64)
+    for i in range(len(dataset)) if indices is None else indices:
+        counts = np.bincount(dataset.label(i).ravel(), minlength=256)[:n]
+        pixels += counts
+        image_pixels += np.where(counts > 0, counts.sum(), 0)
+    return pixels, image_pixels
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -363,7 +440,7 @@ def _fashion_mnist(root: Path, *, input_size, train, augment=False, raw_uint8=Fa
 
 # ---------------------------------------------------------------- CamVid (SegNet layout)
 
-def _camvid(root: Path, *, input_size, train, split=None, augment=False, raw_uint8=False):
+def _camvid(root: Path, *, input_size, train, split=None, augment=False, raw_uint8=False, native=False):
     split = split or ("train" if train else "val")
     if root.is_file():
         if not zipfile.is_zipfile(root):
@@ -402,7 +479,7 @@ def _camvid(root: Path, *, input_size, train, split=None, augment=False, raw_uin
     info = DatasetInfo("segmentation", CAMVID_LABELS, input_size or (360, 480), IMAGENET_MEAN, IMAGENET_STD,
                        CAMVID_IGNORE,
                        fp, f"{root}:{split}")
-    return ImageDataset(info, images, labels, augment=augment, raw_uint8=raw_uint8, label_map=lut)
+    return ImageDataset(info, images, labels, augment=augment, raw_uint8=raw_uint8, label_map=lut, native=native)
 
 
 # ---------------------------------------------------------------- Pascal VOC 2012
@@ -491,12 +568,14 @@ def _synthetic_cls(root, *, input_size, train, n=64, num_classes=4, seed=0, augm
     return ImageDataset(info, images, targets.tolist(), augment=augment, raw_uint8=raw_uint8)
 
 
-def _synthetic_seg(root, *, input_size, train, n=32, num_classes=3, seed=0, augment=False, raw_uint8=False):
+def _synthetic_seg(root, *, input_size, train, n=32, num_classes=3, seed=0, augment=False, raw_uint8=False,
+                   native_size=None, native=False):
     """Background (class 0, dark) with coloured rectangles (class = colour) and a void border
     (label num_classes = ignore_index, bright noise the model cannot learn)."""
     if not 2 <= num_classes <= len(_PALETTE) + 1:
         raise DatasetError(f"synthetic_seg supports 2..{len(_PALETTE) + 1} classes, got {num_classes}")
-    h, w = input_size or (32, 32)
+    # native_size: the frames' own size (a camera's), so tests can score at another size than the model's input
+    h, w = native_size or input_size or (32, 32)
     rng = np.random.default_rng(seed + (0 if train else 10_000))
     images = rng.integers(0, 50, (n, h, w, 3)).astype(np.uint8)
     labels = np.zeros((n, h, w), np.uint8)
@@ -513,5 +592,6 @@ def _synthetic_seg(root, *, input_size, train, n=32, num_classes=3, seed=0, augm
             images[k][sl] = rng.integers(0, 256, images[k][sl].shape)
     fp = _fingerprint_entries([("synthetic_seg", f"n={n},c={num_classes},seed={seed},train={train},{h}x{w}")])
     names = ["background"] + [f"class{c}" for c in range(1, num_classes)]
-    info = DatasetInfo("segmentation", names, (h, w), (0.5,) * 3, (0.25,) * 3, num_classes, fp, "synthetic_seg")
-    return ImageDataset(info, images, labels, augment=augment, raw_uint8=raw_uint8)
+    info = DatasetInfo("segmentation", names, tuple(input_size or (h, w)), (0.5,) * 3, (0.25,) * 3, num_classes, fp,
+                       "synthetic_seg")
+    return ImageDataset(info, images, labels, augment=augment, raw_uint8=raw_uint8, native=native)

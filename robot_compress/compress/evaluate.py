@@ -59,8 +59,18 @@ def evaluate_loader(model, loader, info, device) -> dict:
             if info.task == "classification":
                 meter.update(logits.float().cpu().numpy(), targets.cpu().numpy())
             else:
-                meter.update(logits.argmax(1).cpu().numpy(), targets.cpu().numpy())
+                masks = logits.argmax(1).to(torch.uint8).cpu().numpy()
+                meter.update(_at_label_size(masks, tuple(targets.shape[1:])), targets.cpu().numpy())
     return _summary(info.task, meter)
+
+
+def _at_label_size(masks: np.ndarray, label_hw) -> np.ndarray:
+    """Class-id masks at model resolution -> the labels' resolution, resized as the robot's Engine does."""
+    if masks.shape[1:] == tuple(label_hw):
+        return masks
+    from robot_compress.runtime.postprocess import resize_mask
+
+    return np.stack([resize_mask(m, label_hw) for m in masks])
 
 
 def _check_logits(shape, info, input_shape):
@@ -82,11 +92,13 @@ def evaluate_torch(model, dataset, info, batch_size: int = 64, device=None) -> d
     return evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), info, device)
 
 
-def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1) -> dict:
+def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1, at_frame_size: bool = False) -> dict:
     """Score an ONNX model through the robot's own Engine, one RGB uint8 frame at a time.
 
-    `raw_dataset` yields (HxWx3 uint8 RGB at the model input size, target) — the dataset loaded with
-    raw_uint8=True. A frame of another size is an error rather than a silent extra resize.
+    `raw_dataset` yields (HxWx3 uint8 RGB, target) — the dataset loaded with raw_uint8=True. By default frames
+    must come at the model input size (another size is an error rather than a silent extra resize). With
+    `at_frame_size` (segmentation) frames come at the camera's size and are scored exactly as the node
+    publishes masks: `Engine.infer` resizes the frame in and the mask back to the frame's size.
     """
     from robot_compress.runtime.engine import Engine
 
@@ -97,6 +109,10 @@ def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1) -> dict:
     for i in range(len(raw_dataset)):
         rgb, target = raw_dataset[i]
         rgb = np.asarray(rgb)
+        if at_frame_size and meta.task == "segmentation":
+            mask = engine.infer(np.ascontiguousarray(rgb, dtype=np.uint8)).mask
+            meter.update(mask[None], np.asarray(target)[None])
+            continue
         if rgb.shape[:2] != tuple(meta.input_size):
             raise EvaluationError(
                 f"frame {i} is {rgb.shape[1]}x{rgb.shape[0]} but {Path(path).name} expects "
@@ -111,7 +127,7 @@ def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1) -> dict:
     return _summary(meta.task, meter)
 
 
-RATE_KEYS = ("top1", "top5", "pixel_acc", "miou")
+RATE_KEYS = ("top1", "top5", "pixel_acc", "miou", "class_acc")
 
 
 def agreement(torch_metrics: dict, onnx_metrics: dict) -> dict:

@@ -27,21 +27,32 @@ def kd_loss(student_logits, teacher_logits, targets, temperature: float = 4.0, a
 
 
 def pixel_kd_loss(student_logits, teacher_logits, targets, temperature: float = 1.0, alpha: float = 0.5,
-                  ignore_index: int | None = None):
+                  ignore_index: int | None = None, class_weights: torch.Tensor | None = None):
     """Per-pixel KL over classes ([N, C, H, W]) averaged over non-void pixels, times alpha * T^2,
-    plus (1 - alpha) * CE over non-void pixels."""
+    plus (1 - alpha) * CE over non-void pixels (weighted by `class_weights` of each pixel's label, if given)."""
     _check(student_logits, teacher_logits)
     t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits.detach() / t, dim=1),
-                  reduction="none", log_target=True).sum(dim=1)  # [N, H, W]
     valid = torch.ones_like(targets, dtype=torch.bool) if ignore_index is None else targets != ignore_index
+    # Void pixels are replaced by zeros *before* any arithmetic: a nan/inf logit there must reach neither the
+    # loss nor, through softmax's backward, the gradient (masking after the fact still yields nan * 0 = nan).
+    keep = valid.unsqueeze(1)
+    student = torch.where(keep, student_logits, torch.zeros((), dtype=student_logits.dtype,
+                                                            device=student_logits.device))
+    teacher = torch.where(keep, teacher_logits.detach(), torch.zeros((), dtype=teacher_logits.dtype,
+                                                                     device=teacher_logits.device))
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                  reduction="none", log_target=True).sum(dim=1)  # [N, H, W]
     n_valid = valid.sum()
-    # Select rather than multiply: inf/nan logits at void pixels must not leak into the loss.
     soft = torch.where(valid, kl, torch.zeros_like(kl)).sum() / n_valid.clamp(min=1)
     loss = alpha * t * t * soft
     if alpha < 1.0:
-        ce = F.cross_entropy(student_logits, targets, ignore_index=-100 if ignore_index is None else ignore_index,
-                             reduction="sum") / n_valid.clamp(min=1)
+        safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
+        ce = F.cross_entropy(student, safe_targets, reduction="none")
+        norm = n_valid.clamp(min=1).to(ce.dtype)
+        if class_weights is not None:  # normalised by the summed weights, as nn.CrossEntropyLoss(weight=...) does
+            w = torch.where(valid, class_weights[safe_targets], torch.zeros_like(ce))
+            ce, norm = ce * w, w.sum().clamp(min=1e-12)
+        ce = torch.where(valid, ce, torch.zeros_like(ce)).sum() / norm
         loss = loss + (1.0 - alpha) * ce
     return loss
 

@@ -51,39 +51,92 @@ class Data:
 
         return make
 
+    @property
+    def at_frame_size(self) -> bool:
+        """Segmentation scored at the labels' native size, as the robot's node publishes masks."""
+        return self.info.task == "segmentation" and self.spec.score_at == "native"
+
     def raw_val(self):
-        """The validation split as RGB uint8 frames (same indices as `val`), for the runtime Engine."""
+        """The validation split as RGB uint8 frames (same items as `val`), for the runtime Engine: at the model
+        input size, or at the camera's own size when the recipe scores at native resolution."""
         if self._raw_val is None:
-            self._raw_val = Subset(self.val.dataset.variant(raw_uint8=True), self.val.indices)
+            self._raw_val = _variant(self.val, raw_uint8=True)
         return self._raw_val
+
+    def train_labels(self) -> tuple:
+        """Per-class pixel counts of the (un-augmented) training labels, for class balancing."""
+        from robot_compress.compress.data import class_pixel_counts
+
+        base = self.train.dataset if isinstance(self.train, Subset) else self.train
+        indices = self.train.indices if isinstance(self.train, Subset) else None
+        return class_pixel_counts(base, indices)
+
+
+def _variant(split, **settings):
+    """The same items (a Subset's indices or a whole dataset) with other ImageDataset settings."""
+    if isinstance(split, Subset):
+        return Subset(split.dataset.variant(**settings), split.indices)
+    return split.variant(**settings)
+
+
+def _augmentation(spec: rc.DataSpec, options: dict):
+    """A recipe's augmentation: `augment:` (segmentation scale/crop/flip/jitter) or the older options.augment."""
+    from robot_compress.compress.data import SegAugment
+
+    flag = bool(options.pop("augment", False))
+    if spec.augment is None:
+        return flag
+    if flag:
+        raise PipelineError("give either 'augment' or 'options.augment', not both")
+    a = spec.augment
+    return SegAugment(scale=tuple(a.scale), crop=tuple(a.crop) if a.crop else None, flip=a.flip,
+                      color_jitter=a.color_jitter)
+
+
+def _load_splits(spec: rc.DataSpec, options: dict):
+    """(train, val, info): the dataset's own val split when `val_split` is set, else a carve of train."""
+    from robot_compress.compress.data import load_dataset, split_train_val
+
+    native = spec.score_at == "native"
+    ds, info = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, **options)
+    if len(ds) == 0:
+        raise PipelineError(f"dataset {spec.kind!r} at {spec.root} is empty")
+    if spec.val_split is None:
+        train, val = split_train_val(ds, spec.val_fraction, spec.seed)
+        return train, _variant(val, native=native), info
+    split_opt = {"split": spec.val_split} if spec.kind in ("camvid", "voc") else {}
+    val, val_info = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=False, **split_opt,
+                                 **options)
+    if list(val_info.labels) != list(info.labels):
+        raise PipelineError(f"validation split {spec.val_split!r} has other labels than the training split")
+    return ds, val.variant(native=native), info
 
 
 def load_data(spec: rc.DataSpec) -> Data:
-    """Train/val split of the training data. With options.augment, only the train split is augmented."""
-    from robot_compress.compress.data import load_dataset, split_train_val
+    """Train and validation splits: the dataset's own `val_split`, or a split carved from the training data.
+    Only the train split is augmented."""
+    from robot_compress.compress.data import split_train_val
 
     if spec.root is not None and not Path(spec.root).expanduser().exists():
         raise PipelineError(f"dataset root not found: {spec.root}")
     options = dict(spec.options)
-    augment = bool(options.pop("augment", False))
-    ds, info = load_dataset(spec.kind, spec.root, input_size=spec.input_size, train=True, **options)
-    if len(ds) == 0:
-        raise PipelineError(f"dataset {spec.kind!r} at {spec.root} is empty")
-    train, val = split_train_val(ds, spec.val_fraction, spec.seed)
+    augment = _augmentation(spec, options)
+    train, val, info = _load_splits(spec, options)
     if augment:
-        train = split_train_val(ds.variant(augment=True), spec.val_fraction, spec.seed)[0]
+        train = _variant(train, augment=augment)
     if spec.train_subset is not None and spec.train_subset < len(train):
         train = train_subset(train, spec.train_subset, spec.seed)
     if len(train) == 0 or len(val) == 0:
-        raise PipelineError(
-            f"dataset {spec.kind!r} has {len(ds)} samples: too few for val_fraction {spec.val_fraction} "
-            f"(train {len(train)}, val {len(val)})"
-        )
+        raise PipelineError(f"dataset {spec.kind!r} leaves an empty split (train {len(train)}, val {len(val)})")
     data = Data(train, val, info, spec)
     if spec.preload:
         from robot_compress.compress.tensor_batches import preload
 
-        raw_train = split_train_val(ds.variant(raw_uint8=True), spec.val_fraction, spec.seed)[0]
+        if spec.val_split is not None or spec.augment is not None or spec.score_at != "input":
+            raise PipelineError("dataset.preload supports carved validation splits scored at input size with "
+                                "options.augment only; drop preload for val_split/score_at/augment recipes")
+        ds = train.dataset if isinstance(train, Subset) else train
+        raw_train = split_train_val(ds.variant(raw_uint8=True, augment=False), spec.val_fraction, spec.seed)[0]
         if spec.train_subset is not None and spec.train_subset < len(raw_train):
             raw_train = train_subset(raw_train, spec.train_subset, spec.seed)
         data.preloaded = {"train": preload(raw_train), "val": preload(data.raw_val()), "augment": augment}
@@ -186,6 +239,7 @@ class State:
     exported: list = field(default_factory=list)
     kd_used: bool = False
     teacher_cache: nn.Module | None = None
+    class_weights: dict = field(default_factory=dict)  # scheme -> per-class weights, counted once per run
 
 
 def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> State:
@@ -253,19 +307,39 @@ def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
     return both
 
 
+def class_weights(state: State, stage):
+    """The stage's segmentation class weights (None without class_weights), counted once per run and logged."""
+    from robot_compress.compress.balancing import scheme_weights
+
+    scheme = getattr(stage, "class_weights", "none")
+    if scheme == "none":
+        return None
+    if state.data.info.task != "segmentation":
+        raise PipelineError(f"class_weights {scheme!r} applies to segmentation, not {state.data.info.task}")
+    if scheme not in state.class_weights:
+        weights = scheme_weights(scheme, *state.data.train_labels())
+        state.class_weights[scheme] = weights
+        shown = ", ".join(f"{label} {w:.2f}" for label, w in zip(state.data.info.labels, weights, strict=True))
+        state.log(f"class weights ({scheme}, from the training labels): {shown}")
+    return state.class_weights[scheme]
+
+
 def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None, teacher=None) -> dict:
-    from robot_compress.compress.train import fit
+    from robot_compress.compress.train import fit, task_loss
 
     config = {"recipe": state.recipe.name, "stage": stage.model_dump(mode="json", exclude={"epochs"}), "role": role,
               "model": built.name, "model_cfg": built.cfg, "seed": state.recipe.seed,
               "dataset_fingerprint": state.data.info.fingerprint, "epochs": stage.epochs}
+    if loss_fn is None:
+        loss_fn = task_loss(state.data.info, class_weights(state, stage))
     result = fit(built.model, state.data.train, state.data.val, state.data.info,
                  out_dir=state.out / "checkpoints", checkpoint_name=f"{index:02d}_{stage.stage}_{role}.pt",
                  epochs=stage.epochs, config=config, model_name=built.name, model_cfg=built.cfg, loss_fn=loss_fn,
                  optimizer=stage.optimizer, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
                  batch_size=stage.batch_size, scheduler=stage.scheduler, seed=state.recipe.seed + index,
                  device=state.device, teacher=teacher, role=role, log=state.log,
-                 loaders=state.data.loaders(state.device), precision=state.recipe.precision)
+                 loaders=state.data.loaders(state.device), precision=state.recipe.precision,
+                 val_every=getattr(stage, "val_every", 1))
     _save_role(state, built, role)
     steps = state.results.get("pruning_steps")
     if role == "student" and steps and "metrics" not in steps[-1]:
@@ -320,7 +394,7 @@ def stage_distill(state: State, stage: rc.DistillStage, index: int) -> dict:
     from robot_compress.compress.train import distill_loss
 
     state.kd_used = True
-    loss = distill_loss(state.data.info, stage.temperature, stage.alpha)
+    loss = distill_loss(state.data.info, stage.temperature, stage.alpha, class_weights(state, stage))
     out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=_teacher_model(state, stage))
     state.results["student_distilled"] = out["metrics"]
     return out
@@ -332,7 +406,7 @@ def stage_finetune(state: State, stage: rc.FinetuneStage, index: int) -> dict:
     teacher, loss = None, None
     if stage.kd:
         teacher = _teacher_model(state, stage)
-        loss = distill_loss(state.data.info, stage.temperature, stage.alpha)
+        loss = distill_loss(state.data.info, stage.temperature, stage.alpha, class_weights(state, stage))
     out = _fit(state, state.student, stage, index, "student", loss_fn=loss, teacher=teacher)
     state.results["student_finetuned"] = out["metrics"]
     return out
@@ -423,7 +497,7 @@ def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
                                                         stage.batch_size, state.device)
     if stage.onnx:
         for entry in state.exported:
-            m = evaluate_onnx(state.out / entry["path"], state.data.raw_val())
+            m = evaluate_onnx(state.out / entry["path"], state.data.raw_val(), at_frame_size=state.data.at_frame_size)
             if stage.latency_runs:
                 m.update(engine_latency(state.out / entry["path"], state.data.raw_val()[0][0], stage.latency_runs))
             entry["metrics"] = m
@@ -451,6 +525,20 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+def _validation_protocol(data: Data) -> dict:
+    """Which data the reported numbers come from, and at what resolution they were scored."""
+    spec = data.spec
+    if spec.val_split is not None:
+        split = f"the dataset's own '{spec.val_split}' split"
+    else:
+        split = f"{spec.val_fraction:g} of the training split carved with seed {spec.seed}"
+    out = {"split": split, "val_split": spec.val_split, "score_at": spec.score_at}
+    if data.at_frame_size:
+        label_hw = tuple(data.raw_val()[0][1].shape)
+        out["scored_at"] = list(label_hw)
+    return out
+
+
 def summarize(state: State) -> dict:
     """The run's metrics.json body: what report.py reads (never typed numbers)."""
     from robot_compress.compress.evaluate import evaluate_torch
@@ -471,7 +559,8 @@ def summarize(state: State) -> dict:
         "primary": final["primary"],
         "dataset": {"kind": state.recipe.dataset.kind, "fingerprint": info.fingerprint,
                     "input_size": list(info.input_size), "n_train": len(state.data.train),
-                    "n_val": len(state.data.val), "labels": list(info.labels)},
+                    "n_val": len(state.data.val), "labels": list(info.labels),
+                    "validation": _validation_protocol(state.data)},
         "teacher": teacher,
         "student": {"model": state.student.name, "kd": bool(state.recipe.tags.get("kd", state.kd_used)),
                     "metrics": final,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CRITERIA = ("random", "class-uniform", "class-blind")
 
@@ -41,11 +41,43 @@ class ModelSpec(_Strict):
     cfg: dict[str, Any] = Field(default_factory=dict, description="extra builder keyword arguments")
 
 
+class AugmentSpec(_Strict):
+    """Random augmentation of segmentation training items (the validation split is never augmented)."""
+    flip: bool = Field(True, description="horizontal flip with probability 0.5")
+    scale: tuple[float, float] = Field((1.0, 1.0), description="random rescale range around input_size")
+    crop: tuple[int, int] | None = Field(None, description="random crop [height, width] after rescaling (padded "
+                                         "with void); None = input_size")
+    color_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="brightness/contrast/saturation strength")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale must be [low, high] with 0 < low <= high, got {list(self.scale)}")
+        if self.crop is not None and min(self.crop) < 1:
+            raise ValueError(f"crop must be two positive ints [height, width], got {list(self.crop)}")
+        return self
+
+
+# Datasets whose training items are neighbouring video frames: a carved validation split is a near copy of the
+# training data, so they must validate on their own held-out split.
+OWN_VAL_SPLIT_REQUIRED = {"camvid": "val"}
+
+
 class DataSpec(_Strict):
     kind: str
     root: str | None = None
     input_size: tuple[int, int] | None = None
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="carve this fraction of the training split for "
+                                "validation (unless val_split names the dataset's own split)")
+    val_split: str | None = Field(None, description="validate on the dataset's own split of this name (CamVid: "
+                                  "val) instead of carving one from the training data")
+    score_at: Literal["input", "native"] = Field("input", description="segmentation: score masks at the model "
+                                                  "input size, or at the labels' native size as the robot's "
+                                                  "node publishes them (the frame resized in, the mask resized "
+                                                  "back)")
+    augment: AugmentSpec | None = Field(None, description="segmentation training augmentation (scale, crop, "
+                                        "flip, colour jitter)")
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict, description="extra load_dataset keyword arguments")
     train_subset: int | None = Field(None, ge=1, description="train on a fixed random subset of this many training "
@@ -60,6 +92,17 @@ class DataSpec(_Strict):
             raise ValueError(f"input_size must be two positive ints [height, width], got {list(v)}")
         return v
 
+    @model_validator(mode="after")
+    def _validation_protocol(self):
+        if self.val_split is not None and "val_fraction" in self.model_fields_set:
+            raise ValueError(f"give either val_split ({self.val_split!r}) or val_fraction, not both")
+        required = OWN_VAL_SPLIT_REQUIRED.get(self.kind)
+        if required is not None and (self.val_split != required or self.score_at != "native"):
+            raise ValueError(f"{self.kind} must be validated on its own '{required}' split at native resolution "
+                             f"(val_split: {required}, score_at: native): its training frames are neighbouring "
+                             f"video frames, so a split carved from them is a near copy of the training data")
+        return self
+
 
 class _TrainingStage(_Strict):
     epochs: int = Field(1, ge=1)
@@ -68,7 +111,12 @@ class _TrainingStage(_Strict):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    scheduler: Literal["cosine", "none"] = "cosine"
+    scheduler: Literal["cosine", "poly", "none"] = Field("cosine", description="per-epoch learning rate: "
+                                                         "cosine, poly (power 0.9, as DeepLab) or constant")
+    class_weights: Literal["none", "median_frequency", "sqrt_median_frequency"] = Field(
+        "none", description="segmentation: weight the cross-entropy by median-frequency balancing (SegNet) over "
+        "the training labels, or by its square root (milder: keeps more global pixel accuracy)")
+    val_every: int = Field(1, ge=1, description="score the validation split every n epochs (and after the last)")
 
 
 class TrainStage(_TrainingStage):
@@ -113,6 +161,9 @@ class ExportStage(_Strict):
     opset: int = Field(17, ge=17)
     atol: float = Field(1e-3, gt=0)
     model_id: str | None = None
+    fp16_weights: bool = Field(False, description="store the weights as float16 (half the file; computed in float32 "
+                               "after a Cast, so onnxruntime's CPU kernels still apply): for an edge teacher that "
+                               "must fit the repository's size budget")
 
 
 class QuantizeStage(_Strict):

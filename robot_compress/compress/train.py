@@ -75,29 +75,54 @@ def cosine_lr(base_lr: float, epoch: int, epochs: int) -> float:
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
+def poly_lr(base_lr: float, epoch: int, epochs: int, power: float = 0.9) -> float:
+    """DeepLab's poly schedule, base_lr * (1 - epoch/epochs)^0.9, per 0-based epoch (pure, like cosine_lr)."""
+    return base_lr * (1.0 - epoch / max(epochs, 1)) ** power
+
+
+def scheduled_lr(scheduler: str, base_lr: float, epoch: int, epochs: int) -> float:
+    if scheduler == "cosine":
+        return cosine_lr(base_lr, epoch, epochs)
+    if scheduler == "poly":
+        return poly_lr(base_lr, epoch, epochs)
+    if scheduler == "none":
+        return base_lr
+    raise ValueError(f"unknown scheduler {scheduler!r}; choose cosine, poly or none")
+
+
 # ---------------------------------------------------------------------------------------------- losses
 
 
-def task_loss(info) -> Callable:
-    """Cross-entropy for the dataset's task (void pixels ignored for segmentation)."""
+def _weight_tensor(class_weights) -> torch.Tensor | None:
+    return None if class_weights is None else torch.as_tensor(np.asarray(class_weights), dtype=torch.float32)
+
+
+def task_loss(info, class_weights=None) -> Callable:
+    """Cross-entropy for the dataset's task (void pixels ignored for segmentation), optionally class-weighted."""
+    weight = _weight_tensor(class_weights)
     if info.task == "segmentation" and info.ignore_index is not None:
-        ce = nn.CrossEntropyLoss(ignore_index=int(info.ignore_index))
+        ce = nn.CrossEntropyLoss(weight=weight, ignore_index=int(info.ignore_index))
     else:
-        ce = nn.CrossEntropyLoss()
+        ce = nn.CrossEntropyLoss(weight=weight)
 
     def loss(student_logits, targets, teacher_logits=None):
+        ce.to(student_logits.device)  # the weight tensor follows the model's device
         return ce(student_logits, targets)
 
     return loss
 
 
-def distill_loss(info, temperature: float, alpha: float) -> Callable:
-    """Hinton KD for classification, pixel-wise KD (void ignored) for segmentation."""
+def distill_loss(info, temperature: float, alpha: float, class_weights=None) -> Callable:
+    """Hinton KD for classification, pixel-wise KD (void ignored, optionally class-weighted) for segmentation."""
     from robot_compress.compress.kd import kd_loss, pixel_kd_loss
+
+    weight = _weight_tensor(class_weights)
 
     def loss(student_logits, targets, teacher_logits):
         if info.task == "segmentation":
-            return pixel_kd_loss(student_logits, teacher_logits, targets, temperature, alpha, info.ignore_index)
+            w = None if weight is None else weight.to(student_logits.device)
+            return pixel_kd_loss(student_logits, teacher_logits, targets, temperature, alpha, info.ignore_index,
+                                 class_weights=w)
         return kd_loss(student_logits, teacher_logits, targets, temperature, alpha)
 
     return loss
@@ -263,6 +288,14 @@ def info_to_dict(info) -> dict:
 # ---------------------------------------------------------------------------------------------- fit
 
 
+def _val_text(val: dict | None) -> str:
+    if val is None:
+        return "(not validated this epoch)"
+    primary = val.get("primary", "")
+    text = f"val_{primary}={val.get(primary)}"
+    return text + (f" val_miou={val['miou']:.4f}" if "miou" in val else "")
+
+
 @dataclass
 class FitResult:
     history: list = field(default_factory=list)
@@ -282,11 +315,13 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
         optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
         batch_size: int = 32, scheduler: str = "cosine", seed: int = 0, device=None,
         teacher: nn.Module | None = None, checkpoint_name: str = "checkpoint.pt", role: str = "student",
-        log: Callable[[str], None] = print, loaders: Callable | None = None, precision: str = "fp32") -> FitResult:
+        log: Callable[[str], None] = print, loaders: Callable | None = None, precision: str = "fp32",
+        val_every: int = 1) -> FitResult:
     """Train `model` for `epochs` (total, including epochs already in a resumable checkpoint).
 
     `loaders(batch_size, seed) -> (train, val)` replaces the default DataLoaders (e.g. TensorBatches of a
-    preloaded split); `precision="bf16"` trains under bf16 autocast.
+    preloaded split); `precision="bf16"` trains under bf16 autocast; `val_every=n` scores the validation
+    split every n epochs and after the last (epochs in between record `val: null`).
     """
     device = device or pick_device()
     if torch.device(device).type == "cuda":
@@ -334,21 +369,22 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         for group in opt.param_groups:
-            group["lr"] = cosine_lr(lr, epoch, epochs) if scheduler == "cosine" else lr
+            group["lr"] = scheduled_lr(scheduler, lr, epoch, epochs)
         stats = train_one_epoch(model, train_loader, opt, loss_fn, device, teacher=teacher,
                                 desc=f"{role} epoch {epoch + 1}/{epochs}", precision=precision)
-        val = evaluate(model, val_loader, info, device)
+        scored = (epoch + 1) % max(val_every, 1) == 0 or epoch + 1 == epochs
+        val = evaluate(model, val_loader, info, device) if scored else None
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": round(stats["loss"], 6),
                   "val": val, "seconds": round(time.perf_counter() - t0, 3),  # survives resumes in the checkpoint
                   "device": device_label(device)}
         history.append(record)
         save_checkpoint(ckpt_path, model, config=config, model_name=model_name, model_cfg=model_cfg or {},
                         info=info, epoch=epoch + 1, history=history, optimizer=opt, role=role)
-        primary = val.get("primary", "")
-        log(f"{role} epoch {epoch + 1}/{epochs} train_loss={stats['loss']:.4f} val_{primary}={val.get(primary)} "
+        log(f"{role} epoch {epoch + 1}/{epochs} train_loss={stats['loss']:.4f} {_val_text(val)} "
             f"({record['seconds']:.1f} s)")
 
     if start_epoch >= epochs and history:
         log(f"{ckpt_path} already holds {start_epoch} epoch(s) >= {epochs}; nothing to train")
-    metrics = history[-1]["val"] if history else evaluate(model, val_loader, info, device)
+    last = history[-1]["val"] if history else None
+    metrics = last if last is not None else evaluate(model, val_loader, info, device)
     return FitResult(history=history, metrics=metrics, resumed_from_epoch=start_epoch, checkpoint=ckpt_path)

@@ -4,7 +4,8 @@ compute them identically.
 Segmentation follows the paper: global pixel accuracy = correctly labelled pixels / scored pixels
 (trace / sum of the confusion matrix); IoU per class = TP / (TP + FP + FN), NaN for a class absent
 from both prediction and ground truth; mIoU = mean over the non-NaN classes. Pixels whose target is
-`ignore_index` (void) are not scored at all.
+`ignore_index` (void) are not scored at all. Class-average accuracy = mean over classes of TP / target pixels
+(SegNet's "class avg.").
 """
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def iou_per_class(cm: np.ndarray) -> np.ndarray:
     union = cm.sum(axis=0) + cm.sum(axis=1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def accuracy_per_class(cm: np.ndarray) -> np.ndarray:
+    """Recall per class, TP / target pixels; NaN for a class absent from the targets."""
+    rows = cm.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rows > 0, np.diag(cm) / np.maximum(rows, 1), np.nan)
 
 
 def mean_iou(cm: np.ndarray) -> float:
@@ -89,9 +97,12 @@ class SegmentationMeter:
         self.cm += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
 
     def compute(self) -> dict:
+        acc = accuracy_per_class(self.cm)
         return {
             "pixel_acc": pixel_accuracy(self.cm),
             "miou": mean_iou(self.cm),
+            "class_acc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
             "iou_per_class": [float(v) for v in iou_per_class(self.cm)],
+            "acc_per_class": [float(v) for v in acc],
             "n_pixels": int(self.cm.sum()),
         }
