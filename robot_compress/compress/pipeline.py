@@ -465,7 +465,32 @@ def stage_export(state: State, stage: rc.ExportStage, index: int) -> dict:
     state.student.model.to(state.device)
     state.exported.append({"kind": "fp32", "path": res.path.name, "max_abs_diff": res.max_abs_diff,
                            "params": res.params, "sparsity": float(res.metadata["sparsity"])})
+    if stage.fp16_weights:
+        _export_fp16_weights(state, res)
     return {"path": res.path.name, "max_abs_diff": res.max_abs_diff}
+
+
+def _export_fp16_weights(state: State, res) -> None:
+    """`<id>_fp16.onnx` beside the float32 export, with its own card; the evaluate stage scores both."""
+    import json
+
+    from robot_compress.compress.export import verify_onnx
+    from robot_compress.compress.fp16 import store_weights_fp16
+    from robot_compress.compress.runinfo import write_json_atomic
+
+    model_id = res.path.stem + "_fp16"
+    dst = store_weights_fp16(res.path, res.path.with_name(model_id + ".onnx"), model_id=model_id)
+    diff = verify_onnx(state.student.model, dst, state.data.info.input_size, seed=state.recipe.seed)
+    state.student.model.to(state.device)
+    card = json.loads(res.card_json.read_text(encoding="utf-8"))
+    card.update(model_id=model_id, file=dst.name, weights_storage="float16 (computed in float32)",
+                export_check={"max_abs_diff_vs_torch": diff}, metrics={})
+    write_json_atomic(dst.with_suffix(".json"), card)
+    from robot_compress.compress.export import update_card_metrics
+
+    update_card_metrics(dst, {})  # renders the markdown card from the JSON
+    state.exported.append({"kind": "fp16_weights", "path": dst.name, "max_abs_diff": diff, "params": res.params,
+                           "sparsity": float(res.metadata["sparsity"])})
 
 
 def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
