@@ -113,3 +113,25 @@ def test_cached_teacher_runs_teacher_once_per_distinct_input_and_returns_its_log
     assert calls == [4, 1] and len(cached) == 5
     assert torch.equal(second, y.flatten(1)[:, :3] * 2.0)
     assert cached.hits == 2 and cached.misses == 5
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_pixel_kd_non_finite_logits_at_void_pixels_reach_neither_loss_nor_gradient(alpha):
+    """Issue 13, finding 9: a NaN teacher logit or an inf student logit at a void pixel must leave the loss
+    and the student's gradient finite (masking after the softmax would give nan * 0 = nan)."""
+    torch.manual_seed(0)
+    s = torch.randn(2, 4, 5, 6)
+    t = torch.randn(2, 4, 5, 6)
+    y = torch.randint(0, 4, (2, 5, 6))
+    y[:, 0, :] = 11  # void row
+    s[0, 2, 0, 3] = float("inf")
+    s[1, 0, 0, 1] = float("-inf")
+    t[0, 1, 0, 0] = float("nan")
+    t[1, 3, 0, 5] = float("inf")
+    s.requires_grad_(True)
+    loss = pixel_kd_loss(s, t, y, temperature=2.0, alpha=alpha, ignore_index=11)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(s.grad).all()
+    assert (s.grad[:, :, 0, :] == 0).all()  # void pixels get no gradient at all
+    assert s.grad[:, :, 1:, :].abs().sum() > 0  # scored pixels still learn
