@@ -16,6 +16,7 @@ import http.client
 import json
 import queue
 import struct
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -63,10 +64,11 @@ class ServedModel:
 
 
 class EdgeClient:
-    """One edge model behind one base URL. Thread-safe: each request takes a pooled keep-alive connection."""
+    """One edge model behind one base URL. Thread-safe: each request takes a pooled keep-alive connection, and
+    the caches (served-model description, metadata per model id, counters) change only under a lock."""
 
     def __init__(self, url: str, model: str, meta: ModelMetadata, payload: str = "raw",
-                 connect_timeout_s: float = 0.5, pool_size: int = 4):
+                 connect_timeout_s: float = 0.5, pool_size: int = 4, top_k: int = 5):
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"edge_url must look like http://HOST:PORT, got {url!r}")
@@ -81,10 +83,18 @@ class EdgeClient:
         self.payload = payload
         self.served_name = model + PAYLOAD_SUFFIX[payload]
         self.connect_timeout_s = float(connect_timeout_s)
+        self.top_k = int(top_k)  # labels per classification result, like the local Engine's
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)
+        self._lock = threading.Lock()           # guards the caches and counters below (pool threads share them)
+        self._describe_lock = threading.Lock()  # one metadata fetch at a time, so concurrent first frames share it
         self._served: ServedModel | None = None
         self._meta_by_id: dict[str, ModelMetadata] = {}
-        self.connections_opened = 0
+        self._connections_opened = 0
+
+    @property
+    def connections_opened(self) -> int:
+        with self._lock:
+            return self._connections_opened
 
     # ---- readiness --------------------------------------------------------------------------------
     def server_ready(self, timeout_s: float = 0.5) -> bool:
@@ -95,8 +105,23 @@ class EdgeClient:
 
     def describe(self, timeout_s: float = 1.0) -> ServedModel:
         """Fetch and check the served model's metadata against the local contract (cached once valid)."""
-        if self._served is not None:
-            return self._served
+        with self._lock:
+            if self._served is not None:
+                return self._served
+        if not self._describe_lock.acquire(timeout=max(timeout_s, 0.0)):
+            raise EdgeTimeout(f"{self.url}: model metadata still being fetched after {timeout_s * 1000:.0f} ms")
+        try:
+            with self._lock:
+                if self._served is not None:  # another thread fetched it while this one waited
+                    return self._served
+            served = self._fetch_description(timeout_s)
+            with self._lock:
+                self._served = served
+            return served
+        finally:
+            self._describe_lock.release()
+
+    def _fetch_description(self, timeout_s: float) -> ServedModel:
         status, _, body = self._request("GET", f"/v2/models/{self.served_name}", None, {}, timeout_s)
         if status != 200:
             raise EdgeServerError(f"edge model {self.served_name!r} metadata: HTTP {status} {body[:200]!r}")
@@ -126,8 +151,7 @@ class EdgeClient:
         else:  # jpeg: the size follows the raw twin's convention, the teacher's input size from its mask output
             oshape = list(outputs[want_out].get("shape", []))
             hw = (int(oshape[0]), int(oshape[1])) if want_out == "mask" else tuple(self.meta.input_size)
-        self._served = ServedModel(self.served_name, hw, want_out)
-        return self._served
+        return ServedModel(self.served_name, hw, want_out)
 
     # ---- inference --------------------------------------------------------------------------------
     def infer(self, rgb: np.ndarray, timeout_s: float) -> InferenceResult:
@@ -149,7 +173,7 @@ class EdgeClient:
         if served.output == "mask":
             result = result_from_mask(meta, out, rgb.shape[:2], source="edge")
         else:
-            result = result_from_logits(meta, out[None, :], rgb.shape[:2], source="edge")
+            result = result_from_logits(meta, out[None, :], rgb.shape[:2], source="edge", k=self.top_k)
         result.latency_ms = (time.perf_counter() - t0) * 1000.0
         return result
 
@@ -238,11 +262,12 @@ class EdgeClient:
         return arr
 
     def _meta_for(self, model_id: str) -> ModelMetadata:
-        meta = self._meta_by_id.get(model_id)
-        if meta is None:
-            meta = dataclasses.replace(self.meta, model_id=model_id)
-            self._meta_by_id[model_id] = meta
-        return meta
+        with self._lock:
+            meta = self._meta_by_id.get(model_id)
+            if meta is None:
+                meta = dataclasses.replace(self.meta, model_id=model_id)
+                self._meta_by_id[model_id] = meta
+            return meta
 
     # ---- transport --------------------------------------------------------------------------------
     def _get_status(self, path: str, timeout_s: float) -> int | None:
@@ -263,7 +288,8 @@ class EdgeClient:
                 if conn.sock is None:
                     conn.timeout = min(self.connect_timeout_s, remaining)
                     conn.connect()
-                    self.connections_opened += 1
+                    with self._lock:
+                        self._connections_opened += 1
                 conn.sock.settimeout(remaining)
                 conn.request(method, path, body=body, headers=headers)
                 conn.sock.settimeout(max(end - time.monotonic(), 1e-3))

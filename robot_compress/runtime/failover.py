@@ -28,6 +28,11 @@ answered locally, so "healthy" means link, server, model and response format all
 frame deadline. Failed probes while LOCAL do not change state, so an outage costs one transition out
 and one (or two) back, however long it lasts.
 
+Edge replicas (`ReplicaSet`, below): each replica has a policy of its own (the table above, per replica). A
+frame goes to the first replica whose breaker is closed and, if unanswered after `replica_hedge_s`, to the next
+one too, before the local model starts at `hedge_after_s`; the first valid answer wins. The local model stays
+the last line: with every breaker open it answers at once, while open replicas are probed in the background.
+
 Every frame gets exactly one `FramePlan`. Hedging means a result is on time even while the breaker
 is still closed: the edge answer is used if it arrives before local finishes, else the local one.
 """
@@ -60,6 +65,7 @@ class FailoverConfig:
     probe_interval_s: float = 0.2         # first probe delay and spacing between healthy probes
     probe_backoff: float = 2.0            # growth of the delay after each failed probe
     probe_backoff_max_s: float = 1.0      # cap, so recovery is noticed within about this long
+    replica_hedge_s: float = 0.02         # with several edge replicas: a frame unanswered this long goes to the next
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -76,6 +82,9 @@ class FailoverConfig:
             raise ValueError(f"probe_interval_s must be > 0, got {self.probe_interval_s}")
         if not self.probe_backoff >= 1.0:
             raise ValueError(f"probe_backoff must be >= 1, got {self.probe_backoff}")
+        if not 0 <= self.replica_hedge_s <= self.deadline_s:
+            raise ValueError(
+                f"replica_hedge_s must be in [0, deadline_s={self.deadline_s}], got {self.replica_hedge_s}")
         if not self.probe_backoff_max_s >= self.probe_interval_s:
             raise ValueError(
                 f"probe_backoff_max_s ({self.probe_backoff_max_s}) must be >= "
@@ -128,6 +137,20 @@ class FailoverPolicy:
         self._probe_in_flight = False
 
     # ---- deciding -------------------------------------------------------------------------------------
+    @property
+    def accepts_frames(self) -> bool:
+        """Whether frames go to this edge as the primary path (breaker closed, or mode edge)."""
+        return self.config.mode == "edge" or (self.config.mode == "auto" and self.state == EDGE)
+
+    def claim_probe(self, now: float | None = None) -> bool:
+        """True when a probe is due (breaker open, none in flight); the caller must then send one and report it."""
+        now = self.clock() if now is None else now
+        if self.config.mode != "auto" or self.state == EDGE or self._probe_in_flight or now < self._next_probe_at:
+            return False
+        self._probe_in_flight = True
+        self.counts["probes_sent"] += 1
+        return True
+
     def plan(self, received_at: float | None = None, deadline_s: float | None = None) -> FramePlan:
         """One plan per frame. `received_at` defaults to now; `deadline_s` to the configured one."""
         now = self.clock()
@@ -144,11 +167,7 @@ class FailoverPolicy:
             hedge_at = min(start + self.config.hedge_after_s, deadline_at)
             plan = FramePlan(self._frame, self.state, True, hedge_at, False, deadline_at)
         else:
-            probe = not self._probe_in_flight and now >= self._next_probe_at
-            if probe:
-                self._probe_in_flight = True
-                self.counts["probes_sent"] += 1
-            plan = FramePlan(self._frame, self.state, False, now, probe, deadline_at)
+            plan = FramePlan(self._frame, self.state, False, now, self.claim_probe(now), deadline_at)
         if plan.send_edge:
             self.counts["edge_sent"] += 1
         if plan.local_now:
@@ -162,6 +181,10 @@ class FailoverPolicy:
         return (self.clock() if now is None else now) >= plan.hedge_at
 
     # ---- learning -------------------------------------------------------------------------------------
+    def on_sent(self) -> None:
+        """A primary request really went out (with replicas, a planned send may be answered before its turn)."""
+        self.counts["edge_sent"] += 1
+
     def on_edge_result(self, outcome: str, plan: FramePlan | None = None) -> None:
         """Report the outcome of a primary edge request (not of a probe)."""
         self._check_outcome(outcome)
@@ -241,3 +264,95 @@ class FailoverPolicy:
 
 def _describe(t: Transition) -> str:
     return f"{t.frm}->{t.to} ({t.reason})"
+
+
+@dataclass(frozen=True)
+class RacePlan:
+    """What to do with one frame across edge replicas. Times are on the policy clock."""
+
+    frame: int
+    sends: tuple[tuple[int, float], ...]  # (replica, send at): each joins if the earlier ones have not answered
+    probes: tuple[int, ...]               # replicas with an open breaker, probed with this frame in the background
+    hedge_at: float | None                # local inference starts then unless an edge answer came (None: never)
+    deadline_at: float
+
+    @property
+    def local_now(self) -> bool:
+        return not self.sends and self.hedge_at is not None
+
+
+_SUMMED = ("edge_sent", "edge_ok", "edge_failed", "probes_sent", "probes_ok", "probes_failed")
+
+
+class ReplicaSet:
+    """Edge replicas in priority order, each with its own breaker and probing (one FailoverPolicy each).
+
+    A frame goes to the first replica whose breaker is closed; if that one has not answered after replica_hedge_s,
+    to the next one too, and so on until the local hedge time (auto) or the deadline (edge); the first valid
+    answer wins. In auto the local model starts at hedge_after_s and stays the last line: it runs at once when
+    every breaker is open. With one replica the plans are exactly those of a single FailoverPolicy.
+    """
+
+    def __init__(self, count: int, config: FailoverConfig, clock: Callable[[], float] = time.monotonic,
+                 listener: Callable[[int, Transition], None] | None = None):
+        if count < 1:
+            raise ValueError(f"need at least one edge replica, got {count}")
+        self.config = config
+        self.clock = clock
+        self.frames = 0
+        self.policies = [FailoverPolicy(config, clock, self._relay(i, listener)) for i in range(count)]
+
+    @staticmethod
+    def _relay(index: int, listener):
+        return None if listener is None else (lambda t: listener(index, t))
+
+    def plan(self, received_at: float | None = None, deadline_s: float | None = None) -> RacePlan:
+        now = self.clock()
+        start = now if received_at is None else received_at
+        deadline_at = start + (self.config.deadline_s if deadline_s is None else deadline_s)
+        self.frames += 1
+        if self.config.mode == "local":
+            return RacePlan(self.frames, (), (), now, deadline_at)
+        probes = tuple(i for i, p in enumerate(self.policies) if p.claim_probe(now))
+        ready = [i for i, p in enumerate(self.policies) if p.accepts_frames]
+        if self.config.mode == "edge":
+            limit, hedge_at = deadline_at, None
+        else:
+            limit = min(start + self.config.hedge_after_s, deadline_at)
+            hedge_at = limit if ready else now
+        step = self.config.replica_hedge_s
+        sends = tuple((i, start + k * step) for k, i in enumerate(ready) if k == 0 or start + k * step < limit)
+        return RacePlan(self.frames, sends, probes, hedge_at, deadline_at)
+
+    # ---- diagnostics ----------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """EDGE while any replica takes frames, PROBING while one is being probed back, else LOCAL."""
+        if self.config.mode == "local":
+            return LOCAL
+        states = {p.state for p in self.policies}
+        return EDGE if EDGE in states else PROBING if PROBING in states else LOCAL
+
+    @property
+    def transitions(self) -> list[tuple[int, Transition]]:
+        merged = [(i, t) for i, p in enumerate(self.policies) for t in p.transitions]
+        return sorted(merged, key=lambda it: it[1].at)
+
+    def status(self) -> dict:
+        moves = self.transitions
+        last = None
+        if moves:
+            index, move = moves[-1]
+            last = _describe(move) if len(self.policies) == 1 else f"replica {index}: {_describe(move)}"
+        kinds = {k: sum(p.failures_by_kind[k] for p in self.policies) for k in OUTCOMES if k != OK}
+        return {
+            "mode": self.config.mode,
+            "state": self.state,
+            "consecutive_failures": min(p.status()["consecutive_failures"] for p in self.policies),
+            "transitions": len(moves),
+            "last_transition": last,
+            "frames": self.frames,
+            **{k: sum(p.counts[k] for p in self.policies) for k in _SUMMED},
+            "failures_by_kind": kinds,
+            "replicas": [p.status() for p in self.policies],
+        }

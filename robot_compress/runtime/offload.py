@@ -1,16 +1,22 @@
-"""OffloadProcessor: a FrameProcessor that sends frames to the edge server and fails over to the local model.
+"""OffloadProcessor: a FrameProcessor that sends frames to edge replicas and fails over to the local model.
 
-The failover policy (runtime/failover.py) decides; this class does the I/O. Edge requests run on a small
-pool of worker threads so the caller's thread can hedge: if the edge has not answered by hedge_after,
-the frame is run locally on the caller's thread, and whichever valid result is ready first is returned.
-Every call returns exactly one result (auto/local) or raises EdgeUnavailableError (edge mode only).
+The policy (runtime/failover.py: a breaker per replica and the per-frame race plan) decides; this class does
+the I/O. Each replica has a small pool of worker threads, so the caller's thread can race them: a frame goes to
+the first replica whose breaker is closed, to the next one too if no answer came after replica_hedge_s, and in
+auto mode the local model runs on the caller's thread at hedge_after_s; the first valid result is returned.
+Every call returns exactly one result (auto/local) or raises EdgeUnavailableError (edge mode only). An edge
+result names its replica (`replica_of(result)`).
+
+Threads: the caller (the node's worker), the edge pool threads and the diagnostics reader (the node's timer)
+share the policy, the counters, the in-flight counts and the last error; all of them change and are read only
+under self._lock.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -19,194 +25,300 @@ from robot_compress.runtime.edge_client import EdgeClient, EdgeError
 from robot_compress.runtime.engine import Engine
 from robot_compress.runtime.results import InferenceResult
 
+COUNTERS = ("results_edge", "results_local", "hedged", "edge_busy", "frames_failed", "deadline_misses")
+
 
 class EdgeUnavailableError(RuntimeError):
-    """mode=edge and the edge gave no valid result for this frame (the message says why)."""
+    """mode=edge and no replica gave a valid result for this frame (the message says why)."""
+
+
+def replica_of(result: InferenceResult) -> str | None:
+    """The base URL of the edge replica that produced `result`; None for a local result."""
+    return getattr(result, "edge_replica", None)
 
 
 class _EdgeJob:
-    """One edge request; records when it finished so the hedge can tell which result came first."""
+    """One request to one replica; records when it finished so the race can tell which answer came first."""
 
-    def __init__(self):
+    def __init__(self, replica: int):
+        self.replica = replica
         self.future: Future = Future()
         self.done_at: float | None = None
 
+    @property
+    def succeeded(self) -> bool:
+        return self.future.done() and self.future.exception() is None
+
+
+class _Replica:
+    """One edge server: its client, its worker pool and its bookkeeping (guarded by the processor's lock)."""
+
+    def __init__(self, index: int, client: EdgeClient, max_in_flight: int):
+        self.client = client
+        self.pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix=f"edge{index}")
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.results = 0
+
+
+def _first_success(jobs: list[_EdgeJob], by: float | None = None) -> _EdgeJob | None:
+    """The job whose valid answer came first (and no later than `by`), if any."""
+    done = [j for j in jobs if j.succeeded and (by is None or j.done_at <= by)]
+    return min(done, key=lambda j: j.done_at) if done else None
+
+
+def _pending(jobs: list[_EdgeJob]) -> list[_EdgeJob]:
+    return [j for j in jobs if not j.future.done()]
+
 
 class OffloadProcessor:
-    def __init__(self, engine: Engine, client: EdgeClient | None, config: failover.FailoverConfig,
-                 max_in_flight: int = 4, log: Callable[[str], None] | None = None, clock=time.monotonic):
-        if config.mode != "local" and client is None:
-            raise ValueError(f"mode {config.mode!r} needs an edge client (edge_url and edge_model)")
+    def __init__(self, engine: Engine, clients: EdgeClient | Sequence[EdgeClient] | None,
+                 config: failover.FailoverConfig, max_in_flight: int = 4, log: Callable[[str], None] | None = None,
+                 clock=time.monotonic):
+        self.clients = [clients] if isinstance(clients, EdgeClient) else list(clients or [])
+        if config.mode != "local" and not self.clients:
+            raise ValueError(f"mode {config.mode!r} needs an edge client (edge_urls and edge_model)")
         self.engine = engine
-        self.client = client
         self.config = config
         self._clock = clock
         self._log = log
-        self._lock = threading.Lock()  # the policy is touched from the caller and the edge workers
-        self.policy = failover.FailoverPolicy(config, clock=clock, listener=self._on_transition)
-        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="edge") \
-            if config.mode != "local" else None
-        self._max_in_flight = max_in_flight
-        self._in_flight = 0
-        self.counts = {"results_edge": 0, "results_local": 0, "hedged": 0, "edge_busy": 0,
-                       "frames_failed": 0, "deadline_misses": 0}
-        self.last_edge_error = ""
+        self._lock = threading.Lock()
+        self.replicas = failover.ReplicaSet(max(len(self.clients), 1), config, clock=clock,
+                                            listener=self._on_transition)
+        self._replicas = [] if config.mode == "local" else \
+            [_Replica(i, c, max_in_flight) for i, c in enumerate(self.clients)]
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._last_edge_error = ""
 
     # ---- FrameProcessor ----------------------------------------------------------------------------
     def process(self, rgb: np.ndarray, received_monotonic: float, deadline_s: float) -> InferenceResult:
         with self._lock:
-            plan = self.policy.plan(received_at=received_monotonic, deadline_s=deadline_s - received_monotonic)
-        if plan.probe:
-            self._submit(rgb, plan, probe=True)
-        if not plan.send_edge:
-            return self._local(rgb, received_monotonic, deadline_s)
-
-        job = self._submit(rgb, plan, probe=False)
-        if job is None:  # every worker still busy with earlier frames: the link is not keeping up
-            self.counts["edge_busy"] += 1
-            if self.config.mode == "edge":
-                return self._fail("all edge workers busy with earlier frames")
-            return self._local(rgb, received_monotonic, deadline_s)
-
-        wait_until = deadline_s if plan.hedge_at is None else plan.hedge_at
-        edge = self._wait(job, wait_until)
-        if edge is not None:
-            return self._finish(edge, "results_edge", received_monotonic, deadline_s)
+            plan = self.replicas.plan(received_at=received_monotonic, deadline_s=deadline_s - received_monotonic)
+        for index in plan.probes:
+            self._submit(index, rgb, plan, probe=True)
+        if not plan.sends:
+            return self._finish(self.engine.infer(rgb, source="local"), received_monotonic, deadline_s)
+        jobs = self._race(rgb, plan)
+        winner = _first_success(jobs)
+        if winner is not None:
+            return self._finish_edge(winner, received_monotonic, deadline_s)
         if self.config.mode == "edge":
-            return self._fail(self._why(job))
-        # hedge: the edge is late or failed; run locally, then take whichever valid answer was first
-        self.counts["hedged"] += 1
+            return self._fail(jobs)
+        if jobs:  # an edge request was out but late or failed (not merely every worker busy)
+            self._count("hedged")
         local = self.engine.infer(rgb, source="local")
         local_done = self._clock()
-        edge = self._wait(job, self._clock())  # non-blocking look
-        if edge is not None and job.done_at is not None and job.done_at <= local_done:
-            return self._finish(edge, "results_edge", received_monotonic, deadline_s)
-        return self._finish(local, "results_local", received_monotonic, deadline_s, done=local_done)
+        winner = _first_success(jobs, by=local_done)
+        if winner is not None:
+            return self._finish_edge(winner, received_monotonic, deadline_s)
+        return self._finish(local, received_monotonic, deadline_s, done=local_done)
 
     def status(self) -> dict[str, str | int | float]:
         with self._lock:
-            st = self.policy.status()
-        flat = {k: v for k, v in st.items() if not isinstance(v, dict) and v is not None}
+            st = self.replicas.status()
+            counts = dict(self._counts)
+            in_flight = sum(r.in_flight for r in self._replicas)
+            results = [r.results for r in self._replicas]
+            last_error = self._last_edge_error
+        flat = {k: v for k, v in st.items() if not isinstance(v, (dict, list)) and v is not None}
         flat.update({f"failures_{k}": v for k, v in st["failures_by_kind"].items()})
-        flat.update(self.counts)
-        flat["edge_in_flight"] = self._in_flight
-        if self.client is not None:
-            flat["edge_url"] = self.client.url
-            flat["edge_model"] = self.client.model
-        if self.last_edge_error:
-            flat["last_edge_error"] = self.last_edge_error[:200]
+        flat.update(counts)
+        flat["edge_in_flight"] = in_flight
+        if self.clients:
+            flat["edge_url"] = self.clients[0].url
+            flat["edge_model"] = self.clients[0].model
+        if len(self._replicas) > 1:
+            flat.update(self._replica_rows(st["replicas"], results))
+        if last_error:
+            flat["last_edge_error"] = last_error[:200]
         return flat
+
+    def _replica_rows(self, policy_status: list[dict], results: list[int]) -> dict[str, str | int]:
+        rows: dict[str, str | int] = {"edge_urls": ",".join(c.url for c in self.clients)}
+        for i, (st, n) in enumerate(zip(policy_status, results, strict=True)):
+            rows.update({f"replica{i}.url": self.clients[i].url, f"replica{i}.state": st["state"],
+                         f"replica{i}.results": n, f"replica{i}.transitions": st["transitions"],
+                         f"replica{i}.failures": st["edge_failed"] + st["probes_failed"]})
+        return rows
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def last_edge_error(self) -> str:
+        with self._lock:
+            return self._last_edge_error
+
+    @property
+    def client(self) -> EdgeClient | None:
+        """The first (primary) replica's client."""
+        return self.clients[0] if self.clients else None
 
     @property
     def transitions(self) -> list[failover.Transition]:
-        return list(self.policy.transitions)
+        with self._lock:
+            return [t for _, t in self.replicas.transitions]
 
     @property
     def state(self) -> str:
-        return self.policy.state
+        with self._lock:
+            return self.replicas.state
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        if self.client is not None:
-            self.client.close()
+        for replica in self._replicas:
+            replica.pool.shutdown(wait=False, cancel_futures=True)
+        for client in self.clients:
+            client.close()
 
     # ---- doing -------------------------------------------------------------------------------------
-    def _local(self, rgb, received, deadline_at) -> InferenceResult:
-        result = self.engine.infer(rgb, source="local")
-        return self._finish(result, "results_local", received, deadline_at)
+    def _race(self, rgb, plan: failover.RacePlan) -> list[_EdgeJob]:
+        """Send to the planned replicas in turn until one answers validly or the hedge time (deadline) comes."""
+        queue, jobs = list(plan.sends), []
+        until = plan.deadline_at if plan.hedge_at is None else plan.hedge_at
+        while True:
+            now = self._clock()
+            # the next replica joins when its turn comes, or at once when every request so far has failed
+            while queue and (queue[0][1] <= now or not _pending(jobs)):
+                job = self._submit(queue.pop(0)[0], rgb, plan, probe=False)
+                if job is not None:
+                    jobs.append(job)
+            pending = _pending(jobs)
+            if _first_success(jobs) is not None or now >= until or not (pending or queue):
+                return jobs
+            wake = min(until, queue[0][1]) if queue else until
+            wait([j.future for j in pending], timeout=max(wake - now, 0.0), return_when=FIRST_COMPLETED)
 
-    def _finish(self, result, counter, received, deadline_at, done=None) -> InferenceResult:
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _finish(self, result, received, deadline_at, done=None, replica: _Replica | None = None) -> InferenceResult:
         done = self._clock() if done is None else done
-        self.counts[counter] += 1
-        if done > deadline_at:
-            self.counts["deadline_misses"] += 1
+        with self._lock:
+            self._counts["results_local" if replica is None else "results_edge"] += 1
+            if replica is not None:
+                replica.results += 1
+            if done > deadline_at:
+                self._counts["deadline_misses"] += 1
         result.latency_ms = (done - received) * 1000.0
         return result
 
-    def _fail(self, why: str):
-        self.counts["frames_failed"] += 1
-        raise EdgeUnavailableError(f"mode=edge: no edge result for this frame from {self.client.url} "
-                                   f"model {self.client.model!r}: {why}")
+    def _finish_edge(self, job: _EdgeJob, received, deadline_at) -> InferenceResult:
+        return self._finish(job.future.result(), received, deadline_at, done=job.done_at,
+                            replica=self._replicas[job.replica])
 
-    def _submit(self, rgb, plan: failover.FramePlan, probe: bool) -> _EdgeJob | None:
+    def _fail(self, jobs: list[_EdgeJob]):
+        self._count("frames_failed")
+        urls = ", ".join(c.url for c in self.clients)
+        raise EdgeUnavailableError(f"mode=edge: no edge result for this frame from {urls} "
+                                   f"model {self.clients[0].model!r}: {self._why(jobs)}")
+
+    def _submit(self, index: int, rgb, plan: failover.RacePlan, probe: bool) -> _EdgeJob | None:
+        replica, policy = self._replicas[index], self.replicas.policies[index]
         with self._lock:
-            if self._in_flight >= self._max_in_flight:
+            if replica.in_flight >= replica.max_in_flight:
                 if probe:
-                    self.policy.on_probe_result(failover.TIMEOUT)
+                    policy.on_probe_result(failover.TIMEOUT)
+                else:
+                    self._counts["edge_busy"] += 1
                 return None
-            self._in_flight += 1
-        job = _EdgeJob()
+            replica.in_flight += 1
+            if not probe:
+                policy.on_sent()
+        job = _EdgeJob(index)
         frame = np.array(rgb, copy=True) if probe else rgb  # a probe outlives this call; the caller may reuse rgb
-        self._pool.submit(self._run_edge, job, frame, plan, probe)
+        replica.pool.submit(self._run_edge, job, frame, plan, probe)
         return job
 
-    def _run_edge(self, job: _EdgeJob, rgb, plan: failover.FramePlan, probe: bool) -> None:
+    def _run_edge(self, job: _EdgeJob, rgb, plan: failover.RacePlan, probe: bool) -> None:
+        replica, policy = self._replicas[job.replica], self.replicas.policies[job.replica]
         outcome, result, error = failover.OK, None, None
         try:
-            result = self.client.infer(rgb, timeout_s=max(plan.deadline_at - self._clock(), 0.0))
+            result = replica.client.infer(rgb, timeout_s=max(plan.deadline_at - self._clock(), 0.0))
+            result.edge_replica = replica.client.url  # carried to the result JSON by the node
         except EdgeError as exc:
             outcome, error = exc.kind, exc
         except Exception as exc:  # noqa: BLE001 - anything else is a bad answer, never a result
             outcome, error = failover.INVALID, exc
         job.done_at = self._clock()
         with self._lock:
-            self._in_flight -= 1
+            replica.in_flight -= 1
             if error is not None:
-                self.last_edge_error = f"{outcome}: {error}"
+                self._last_edge_error = f"{outcome} from {replica.client.url}: {error}"
             if probe:
-                self.policy.on_probe_result(outcome)
+                policy.on_probe_result(outcome)
             else:
-                self.policy.on_edge_result(outcome, plan)
+                policy.on_edge_result(outcome)
         if error is not None:
             job.future.set_exception(error)
         else:
             job.future.set_result(result)
 
-    def _wait(self, job: _EdgeJob, until: float) -> InferenceResult | None:
-        """The edge result if it is (or becomes, by `until`) ready and valid; None otherwise."""
-        try:
-            return job.future.result(timeout=max(until - self._clock(), 0.0))
-        except TimeoutError:
-            return None
-        except Exception:  # noqa: BLE001 - the failure is already counted by the worker
-            return None
-
     @staticmethod
-    def _why(job: _EdgeJob) -> str:
-        if not job.future.done():
+    def _why(jobs: list[_EdgeJob]) -> str:
+        if not jobs:
+            return "all edge workers busy with earlier frames"
+        failed = [j for j in jobs if j.future.done()]
+        if len(failed) < len(jobs):
             return "no answer before the frame deadline"
-        exc = job.future.exception()
+        exc = failed[-1].future.exception()
         return f"{exc.__class__.__name__}: {exc}"
 
-    def _on_transition(self, t: failover.Transition) -> None:
-        if self._log is not None:
-            self._log(f"failover {t.frm} -> {t.to}: {t.reason}")
+    def _on_transition(self, index: int, t: failover.Transition) -> None:
+        if self._log is None:
+            return
+        where = f" replica {index} ({self.clients[index].url})" if len(self.clients) > 1 else ""
+        self._log(f"failover{where} {t.frm} -> {t.to}: {t.reason}")
+
+
+def edge_urls_from(params: dict) -> list[str]:
+    """The replica list: `edge_url` when set (the single-server form), else `edge_urls`, in priority order."""
+    single = str(params.get("edge_url") or "")
+    urls = [single] if single else [str(u) for u in params.get("edge_urls", ()) if str(u)]
+    seen = set()
+    for url in urls:
+        if url in seen:
+            raise ValueError(f"parameter 'edge_urls' lists {url} twice")
+        seen.add(url)
+    return urls
+
+
+def failover_config(mode: str, params: dict) -> failover.FailoverConfig:
+    """FailoverConfig from the node's parameters (names as in ros/parameters.PARAMETERS); ValueError names them."""
+    deadline_ms = float(params["frame_deadline_ms"])
+    hedge_ms = float(params["hedge_after_ms"])
+    replica_ms = float(params.get("replica_hedge_ms", 20.0))
+    if not 0 <= hedge_ms <= deadline_ms:
+        raise ValueError(f"parameter 'hedge_after_ms' must be in [0, frame_deadline_ms={deadline_ms}], got {hedge_ms}")
+    if not 0 <= replica_ms <= deadline_ms:
+        raise ValueError(f"parameter 'replica_hedge_ms' must be in [0, frame_deadline_ms={deadline_ms}], "
+                         f"got {replica_ms}")
+    interval_ms, cap_ms = float(params["probe_interval_ms"]), float(params["probe_backoff_max_ms"])
+    if cap_ms < interval_ms:
+        raise ValueError(f"parameter 'probe_backoff_max_ms' must be >= probe_interval_ms={interval_ms}, got {cap_ms}")
+    return failover.FailoverConfig(
+        mode=mode, deadline_s=deadline_ms / 1000.0, hedge_after_s=hedge_ms / 1000.0,
+        failure_threshold=int(params["failure_threshold"]), recovery_probes=int(params["recovery_probes"]),
+        probe_interval_s=interval_ms / 1000.0, probe_backoff=float(params["probe_backoff"]),
+        probe_backoff_max_s=cap_ms / 1000.0, replica_hedge_s=replica_ms / 1000.0)
 
 
 def offload_from_params(mode: str, engine: Engine, params: dict, log: Callable[[str], None] | None = None,
                         ) -> OffloadProcessor:
-    """Build the processor from the node's parameters (names as in perception_node.PARAMETERS).
-
-    Raises ValueError naming the offending parameter.
-    """
+    """Build the processor from the node's parameters. Raises ValueError naming the offending parameter."""
     from robot_compress.runtime.edge_client import PAYLOADS
 
-    deadline_ms = float(params["frame_deadline_ms"])
-    hedge_ms = float(params["hedge_after_ms"])
-    if not 0 <= hedge_ms <= deadline_ms:
-        raise ValueError(f"parameter 'hedge_after_ms' must be in [0, frame_deadline_ms={deadline_ms}], got {hedge_ms}")
-    if mode != "local" and not params.get("edge_url"):
-        raise ValueError(f"mode {mode!r} needs parameter 'edge_url' (e.g. http://127.0.0.1:8000)")
-    if params.get("edge_payload", "jpeg") not in PAYLOADS:
+    config = failover_config(mode, params)
+    payload = params.get("edge_payload", "jpeg")
+    if payload not in PAYLOADS:
         raise ValueError(f"parameter 'edge_payload' must be one of {'|'.join(PAYLOADS)}")
-    config = failover.FailoverConfig(
-        mode=mode, deadline_s=deadline_ms / 1000.0, hedge_after_s=hedge_ms / 1000.0,
-        failure_threshold=int(params["failure_threshold"]), recovery_probes=int(params["recovery_probes"]),
-        probe_interval_s=float(params["probe_interval_ms"]) / 1000.0, probe_backoff=float(params["probe_backoff"]),
-        probe_backoff_max_s=float(params["probe_backoff_max_ms"]) / 1000.0)
-    client = None
+    urls = edge_urls_from(params)
+    if mode != "local" and not urls:
+        raise ValueError(f"mode {mode!r} needs parameter 'edge_urls' (e.g. ['http://127.0.0.1:8000'])")
+    clients = []
     if mode != "local":
         model = params.get("edge_model") or engine.model_id
-        client = EdgeClient(params["edge_url"], model, engine.meta, payload=params.get("edge_payload", "jpeg"))
-    return OffloadProcessor(engine, client, config, max_in_flight=int(params.get("edge_max_in_flight", 4)), log=log)
+        clients = [EdgeClient(url, model, engine.meta, payload=payload, top_k=engine.top_k) for url in urls]
+    return OffloadProcessor(engine, clients, config, max_in_flight=int(params.get("edge_max_in_flight", 4)), log=log)
