@@ -265,8 +265,7 @@ class RacyNode(Node):
         time.sleep(0.3)
         print("cleanup finished", flush=True)
 
-pn.PerceptionNode = RacyNode
-raise SystemExit(pn.main())
+raise SystemExit(pn.main(make_node=RacyNode))
 """
 
 
