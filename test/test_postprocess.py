@@ -42,6 +42,26 @@ def test_argmax_mask_and_nearest_resize():
     assert set(np.unique(big)) == {0, 1, 2}  # nearest neighbour never invents class ids
 
 
+@pytest.mark.parametrize("classes", [2, 11, 32])
+def test_argmax_mask_equals_numpy_argmax_with_ties_on_the_lower_class(classes):
+    rng = np.random.default_rng(classes)
+    logits = rng.normal(size=(classes, 37, 53)).astype(np.float32)
+    logits[:, :5] = np.round(logits[:, :5])  # many exact ties in the first rows
+    logits[:, 5:8] = 0.0  # all classes tie: class 0
+    mask = postprocess.argmax_mask(logits)
+    assert mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, logits.argmax(axis=0))
+
+
+def test_class_fractions_equal_a_bincount_for_uint8_and_wider_masks():
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 11, (36, 48)).astype(np.uint8)
+    labels = [f"c{i}" for i in range(11)]
+    want = np.bincount(mask.ravel(), minlength=11) / mask.size
+    assert list(postprocess.class_fractions(mask, labels).values()) == pytest.approx(want.tolist())
+    assert list(postprocess.class_fractions(mask.astype(np.int64), labels).values()) == pytest.approx(want.tolist())
+
+
 def test_argmax_mask_rejects_batches_and_bad_shapes():
     with pytest.raises(ValueError, match="batch 1"):
         postprocess.argmax_mask(np.zeros((2, 3, 4, 4)))
