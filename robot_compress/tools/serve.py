@@ -147,7 +147,53 @@ def bind_model(triton, model_path: Path, payload: str, threads: int) -> str:
     return name
 
 
+# Runs in its own session, outside the server's process group, so a kill of the group cannot take it along.
+_WATCHDOG = """
+import os, signal, sys
+said = sys.stdin.buffer.read()  # returns at EOF: the server process exited, or was killed
+if not said.endswith(b"exit"):
+    try:
+        os.killpg(int(sys.argv[1]), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
+class GroupWatchdog:
+    """`kill -9` of the serve process must not orphan tritonserver and its Python backend stubs.
+
+    PyTriton gives tritonserver a parent-death SIGTERM, but Triton then shuts down gracefully for seconds and
+    the stubs (its children) are not covered at all. So the serve process leads its own process group (every
+    child inherits it), and a small watchdog in another session holds a pipe from it: at EOF without the
+    "exit" word (the server died without cleaning up) it SIGKILLs the whole group at once.
+    """
+
+    def __init__(self):
+        if os.getpgid(0) != os.getpid():
+            os.setpgid(0, 0)  # not already a group leader (e.g. the second stage of a shell pipeline)
+        self.pgid = os.getpgid(0)
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(self.pgid)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def disarm(self) -> None:
+        """A clean exit: the server has stopped its children itself."""
+        try:
+            self.proc.stdin.write(b"exit")
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
 def serve(args) -> int:
+    watchdog = GroupWatchdog()
+    try:
+        return _serve(args)
+    finally:
+        watchdog.disarm()
+
+
+def _serve(args) -> int:
     from pytriton.triton import Triton, TritonConfig
 
     os.environ.update({k: v for k, v in server_env().items() if k == "LD_LIBRARY_PATH"})
