@@ -125,3 +125,57 @@ def _seg_meta():
     from robot_compress.tools.synthetic_models import CAMVID_LABELS
 
     return ModelMetadata("segmentation", tuple(CAMVID_LABELS), (48, 64), "RGB", (0.5,) * 3, (0.25,) * 3, {}, "student")
+
+
+class SlowMetadataServer:
+    """Answers model metadata after `delay_s` and counts how often it was asked."""
+
+    def __init__(self, delay_s: float):
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.metadata_requests = 0
+        h, w = TEACHER_HW
+        body = json.dumps({"name": "m", "inputs": [{"name": "image", "datatype": "UINT8", "shape": [h, w, 3]}],
+                           "outputs": [{"name": "mask", "datatype": "UINT8", "shape": [h, w]}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.metadata_requests += 1
+                time.sleep(delay_s)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_concurrent_first_requests_share_one_metadata_fetch():
+    """Pool threads start on the first frames together; the description cache is filled once, under a lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = SlowMetadataServer(delay_s=0.3)
+    try:
+        client = EdgeClient(server.url, "m", _seg_meta())
+        with ThreadPoolExecutor(4) as pool:
+            described = list(pool.map(lambda _: client.describe(timeout_s=5.0), range(4)))
+        assert server.metadata_requests == 1
+        assert all(d is described[0] for d in described) and described[0].input_hw == TEACHER_HW
+    finally:
+        server.close()

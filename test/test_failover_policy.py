@@ -15,6 +15,7 @@ from robot_compress.runtime.failover import (
     TIMEOUT,
     FailoverConfig,
     FailoverPolicy,
+    ReplicaSet,
 )
 
 
@@ -195,3 +196,86 @@ def test_status_reports_state_and_counters():
     assert st["state"] == LOCAL and st["transitions"] == 1 and st["edge_failed"] == 1
     assert st["last_transition"].startswith("EDGE->LOCAL")
     assert policy.next_probe_in_s == pytest.approx(0.2)
+
+
+# ---- edge replicas: one breaker each, staggered sends, local model last --------------------------------
+def replicas(n=2, **cfg):
+    clock = FakeClock()
+    seen = []
+    rs = ReplicaSet(n, FailoverConfig(**{"deadline_s": 0.1, "hedge_after_s": 0.04, "replica_hedge_s": 0.01, **cfg}),
+                    clock=clock,
+                    listener=lambda i, t: seen.append((i, t.frm, t.to)))
+    return rs, clock, seen
+
+
+def test_one_replica_plans_like_the_single_policy():
+    rs, clock, _ = replicas(1)
+    single, _, _ = make(deadline_s=0.1, hedge_after_s=0.04, replica_hedge_s=0.01)
+    plan, ref = rs.plan(), single.plan()
+    assert plan.sends == ((0, clock()),) and plan.hedge_at == ref.hedge_at and not plan.probes
+
+
+def test_frame_goes_to_replicas_in_turn_before_the_local_hedge():
+    rs, clock, _ = replicas(3, replica_hedge_s=0.015)
+    plan = rs.plan()
+    t0 = clock()
+    assert plan.sends == ((0, t0), (1, pytest.approx(t0 + 0.015)), (2, pytest.approx(t0 + 0.03)))
+    assert plan.hedge_at == pytest.approx(t0 + 0.04)
+    rs, clock, _ = replicas(3, replica_hedge_s=0.025)  # a third turn would come after the local hedge
+    assert [i for i, _ in rs.plan().sends] == [0, 1]
+    rs, clock, _ = replicas(2, replica_hedge_s=0.04)   # replica hedge >= local hedge: replicas only fail over
+    assert [i for i, _ in rs.plan().sends] == [0]
+
+
+def test_each_replica_has_its_own_breaker_and_probing():
+    rs, clock, seen = replicas(2, failure_threshold=2, probe_interval_s=0.1)
+    for _ in range(2):
+        rs.plan()
+        rs.policies[0].on_edge_result(CONNECT)
+    assert seen == [(0, EDGE, LOCAL)]
+    assert rs.state == EDGE and rs.policies[1].state == EDGE  # replica 1 still takes frames
+    plan = rs.plan()
+    assert [i for i, _ in plan.sends] == [1] and plan.sends[0][1] == clock()  # the next one is first now
+    assert plan.probes == ()                                                  # not due yet
+    clock.advance(0.1)
+    plan = rs.plan()
+    assert plan.probes == (0,) and [i for i, _ in plan.sends] == [1]
+    assert rs.plan().probes == ()  # one probe in flight per replica
+    rs.policies[0].on_probe_result(OK)
+    assert rs.policies[0].state == PROBING and rs.state == EDGE
+
+
+def test_all_breakers_open_answers_locally_at_once_and_probes_each():
+    rs, clock, _ = replicas(2, failure_threshold=1, probe_interval_s=0.1)
+    for i in (0, 1):
+        rs.policies[i].on_edge_result(TIMEOUT)
+    assert rs.state == LOCAL
+    plan = rs.plan()
+    assert plan.local_now and plan.hedge_at == clock() and plan.sends == ()
+    clock.advance(0.1)
+    assert rs.plan().probes == (0, 1)
+    st = rs.status()
+    assert st["state"] == LOCAL and st["transitions"] == 2 and st["probes_sent"] == 2
+    assert st["last_transition"].startswith("replica ") and st["failures_by_kind"]["timeout"] == 2
+
+
+def test_mode_edge_sends_to_every_replica_in_turn_and_never_hedges_locally():
+    rs, clock, _ = replicas(2, mode="edge", failure_threshold=1)
+    for _ in range(3):
+        rs.policies[0].on_edge_result(CONNECT)
+    plan = rs.plan()
+    assert [i for i, _ in plan.sends] == [0, 1] and plan.hedge_at is None
+
+
+def test_mode_local_plans_no_network_work_with_replicas():
+    rs, _, _ = replicas(3, mode="local")
+    plans = [rs.plan() for _ in range(20)]
+    assert all(p.local_now and not p.sends and not p.probes for p in plans)
+    assert rs.state == LOCAL
+
+
+def test_replica_hedge_is_validated():
+    with pytest.raises(ValueError, match="replica_hedge_s"):
+        FailoverConfig(deadline_s=0.1, replica_hedge_s=0.2)
+    with pytest.raises(ValueError, match="at least one"):
+        ReplicaSet(0, FailoverConfig())

@@ -180,7 +180,7 @@ class OffloadProcessor:
         while True:
             now = self._clock()
             # the next replica joins when its turn comes, or at once when every request so far has failed
-            while queue and (queue[0][1] <= now or not _pending(jobs)):
+            while queue and _first_success(jobs) is None and (queue[0][1] <= now or not _pending(jobs)):
                 job = self._submit(queue.pop(0)[0], rgb, plan, probe=False)
                 if job is not None:
                     jobs.append(job)
