@@ -45,8 +45,26 @@ class DataRef:
     kind: str
     root: str  # relative to the repository root
     input_size: tuple[int, int]
-    val_fraction: float
+    val_fraction: float | None = None  # carve validation from train (CIFAR-10: it has no other split here)
     seed: int = 0
+    val_split: str | None = None  # or the dataset's own split (CamVid: val), scored at the frames' native size
+
+    def train_and_val(self, raw_uint8: bool = False):
+        """(train, val) exactly as the recipes split them; a native-size val split yields camera frames."""
+        from robot_compress.compress.data import load_dataset, split_train_val
+
+        root = str(REPO / self.root)
+        ds, _ = load_dataset(self.kind, root, input_size=self.input_size, train=True, raw_uint8=raw_uint8)
+        if self.val_split is None:
+            return split_train_val(ds, self.val_fraction, self.seed)
+        val, _ = load_dataset(self.kind, root, input_size=self.input_size, train=False, split=self.val_split,
+                              raw_uint8=raw_uint8, native=True)
+        return ds, val
+
+    def describe(self) -> str:
+        if self.val_split is None:
+            return f"val split {self.val_fraction:.0%} of train, seed {self.seed}"
+        return f"{self.kind}'s own {self.val_split} split, scored at frame size"
 
 
 @dataclass
@@ -82,28 +100,20 @@ def default_groups() -> list[Group]:
                               "runs/cifar10_resnet20_sweep/base-kd/checkpoints/*distill_student.pt"],
                 deployed_onnx=["models/cifar10_resnet20*.onnx", "models/cifar10_resnet32*.onnx"],
                 finetuned_onnx=["runs/cifar10_resnet20_structured50_kd_int8/*.onnx"], data=cifar)
-    camvid_kw = dict(task="segmentation", labels=CAMVID_LABELS, frame_hw=(360, 480),
-                     teacher_arch="deeplabv3_mobilenet_v3_large", student_arch="lraspp_mobilenet_v3_large",
-                     teacher_onnx=["models/camvid_*teacher*.onnx"],
-                     # the 40-epoch teacher (the strongest; the goals are held against it), else the 8-epoch one
-                     teacher_ckpt=["runs/camvid_deeplabv3_teacher/student.pt",
-                                   "runs/camvid_lraspp_kd_classblind/checkpoints/00_train_teacher.pt"],
-                     student_ckpt=["runs/camvid_strong_teacher_lraspp_kd/student.pt",
-                                   "runs/camvid_lraspp_kd_classblind/checkpoints/01_distill_student.pt"],
-                     ignore_index=11)
-    seg = Group("camvid 180x240", input_size=(180, 240),
-                deployed_onnx=["models/camvid_lraspp*.onnx",  # shipped; else the finished recipe's own export
-                               "runs/camvid_lraspp_kd_classblind/camvid_lraspp_student*.onnx"],
-                finetuned_onnx=["runs/camvid_strong_teacher_lraspp_structured60*_int8/*.onnx",
-                                "runs/camvid_lraspp_structured*_kd_int8/*.onnx"],
-                data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (180, 240), 0.15), **camvid_kw)
-    seg_full = Group("camvid 360x480", input_size=(360, 480),
-                     data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (360, 480), 0.15),
-                     note="The CamVid recipes train at 180x240; the same weights run here on full 360x480 inputs, "
-                          "so this group's accuracy includes a scale shift (the models were not trained at this "
-                          "size) — it shows the cost of full-resolution inference, not a tuned full-size model.",
-                     **camvid_kw)
-    return [cls, seg, seg_full]
+    # CamVid: the edge teacher and the robot's student, both at the camera's 360x480, scored on CamVid's own val
+    # split at frame size (config/recipes/camvid_*.yaml).
+    seg = Group("camvid 360x480", task="segmentation", labels=CAMVID_LABELS, input_size=(360, 480),
+                frame_hw=(360, 480), teacher_arch="deeplabv3_mobilenet_v3_large",
+                student_arch="lraspp_mobilenet_v3_large",
+                teacher_onnx=["models/camvid_teacher_fp16.onnx", "runs/camvid_teacher/camvid_teacher.onnx"],
+                teacher_ckpt=["runs/camvid_teacher/student.pt"],
+                student_ckpt=["runs/camvid_student_labels/student.pt"],
+                deployed_onnx=["models/camvid_lraspp_student.onnx",
+                               "runs/camvid_lraspp_student/camvid_lraspp_student.onnx"],
+                finetuned_onnx=["runs/camvid_lraspp_student_nokd/*.onnx"],
+                data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (360, 480), val_split="val"),
+                ignore_index=11)
+    return [cls, seg]
 
 
 def tiny_groups() -> list[Group]:
@@ -243,12 +253,9 @@ def _export(model, group: Group, path: Path, model_id: str) -> Path:
 def _calibration(group: Group, shared_ok: bool, n: int) -> tuple[list[np.ndarray], str]:
     """Normalised NCHW float32 calibration inputs: real training frames when ../shared has them."""
     if shared_ok and group.data is not None:
-        from robot_compress.compress.data import load_dataset, split_train_val
         from robot_compress.compress.quantize import calibration_arrays
 
-        ds, _ = load_dataset(group.data.kind, str(REPO / group.data.root), input_size=group.data.input_size,
-                             train=True)
-        train, _ = split_train_val(ds, group.data.val_fraction, group.data.seed)
+        train, _ = group.data.train_and_val()
         arrays = calibration_arrays(train, n, seed=0)
         return arrays, f"{len(arrays)} real training frames"
     rng = np.random.default_rng(0)
@@ -357,8 +364,9 @@ def frame_for(group: Group, seed: int = 0) -> np.ndarray:
     if _shared_ok(group):
         from robot_compress.compress.data import load_dataset
 
-        ds, _ = load_dataset(group.data.kind, str(REPO / group.data.root), input_size=group.frame_hw, train=True,
-                             raw_uint8=True)
+        ds, _ = load_dataset(group.data.kind, str(REPO / group.data.root), input_size=group.frame_hw,
+                             train=group.data.val_split is None, raw_uint8=True,
+                             **({"split": group.data.val_split} if group.data.val_split else {}))
         return np.ascontiguousarray(np.asarray(ds[seed][0]), dtype=np.uint8)
     h, w = group.frame_hw
     yy, xx = np.mgrid[0:h, 0:w]
@@ -468,20 +476,18 @@ def hot_ops(path: str, frame: np.ndarray, runs: int = 20, top: int = 6) -> list[
 
 
 def evaluate_variant(v: Variant, group: Group, limit: int | None = None) -> None:
-    """Score a trained-weights variant on the recipe's validation split through the Engine."""
-    from robot_compress.compress.data import load_dataset, split_train_val
+    """Score a trained-weights variant on the recipe's validation split through the Engine (at the frames'
+    native size where the recipes score there)."""
     from robot_compress.compress.evaluate import evaluate_onnx
 
-    raw, _ = load_dataset(group.data.kind, str(REPO / group.data.root), input_size=group.data.input_size,
-                          train=True, raw_uint8=True)
-    val = split_train_val(raw, group.data.val_fraction, group.data.seed)[1]
+    _, val = group.data.train_and_val(raw_uint8=True)
     if limit is not None and limit < len(val):
         from torch.utils.data import Subset
 
         val = Subset(val, list(range(limit)))
-    m = evaluate_onnx(v.path, val, threads=1)
+    m = evaluate_onnx(v.path, val, threads=1, at_frame_size=group.data.val_split is not None)
     m["n"] = len(val)
-    v.accuracy = _accuracy(m, f"measured here, val split {group.data.val_fraction:.0%} seed {group.data.seed}")
+    v.accuracy = _accuracy(m, f"measured here, {group.data.describe()}")
 
 
 # ------------------------------------------------------------------------------------------ driver

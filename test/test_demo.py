@@ -43,6 +43,9 @@ def test_demo_quick_run(tmp_path, source, extra):
         assert reader.topics["/perception/result"].count >= summary["results"]
     if summary["footage"].get("class_names"):
         assert summary["accuracy"]["frames_scored"] == summary["results"]
+        by_source = summary["accuracy"]["by_source"]  # accuracy per answering source, one entry per source
+        assert {s: v["frames"] for s, v in by_source.items()} == summary["per_source"]
+        assert "frames from local" in proc.stdout
     if summary["edge"]:
         # The link goes down for frames 20..39: both sources answer, and the switch-overs are counted.
         assert set(summary["per_source"]) == {"edge", "local"}

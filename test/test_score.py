@@ -45,6 +45,32 @@ def test_segmentation_hand_checked(tmp_path):
     assert s.overall["miou"] == pytest.approx((4 / 6 + 2 / 3 + 3 / 4) / 3)
 
 
+def test_segmentation_is_also_scored_per_answering_source(tmp_path):
+    path = tmp_path / "out"
+    _seg_bag(path)
+    # The same two answered frames, frame 1 answered by the edge, frame 2 by the local model.
+    info = {"class_names": ["a", "b", "c"], "ignore_index": 9}
+    path2 = tmp_path / "out2"
+    with bags.BagWriter(path2) as bag:
+        bag.write_string(bags.INFO_TOPIC, json.dumps(info), S1)
+        bag.write_mask(bags.LABEL_MASK_TOPIC, np.array([[0, 0, 1], [1, 2, 9]]), S1, "cam")
+        bag.write_mask(bags.LABEL_MASK_TOPIC, np.array([[2, 2, 2], [0, 0, 0]]), S2, "cam")
+        bag.write_mask(MASK, np.array([[0, 1, 1], [1, 2, 0]]), S1, "cam")
+        bag.write_mask(MASK, np.array([[2, 2, 0], [0, 0, 0]]), S2, "cam")
+        for stamp, source in ((S1, "edge"), (S2, "local")):
+            rec = {"stamp": {"sec": stamp // 1_000_000_000, "nanosec": stamp % 1_000_000_000}, "frame_id": "cam",
+                   "source": source}
+            bag.write_string(RESULT, json.dumps(rec), stamp)
+    s = score(path2)
+    assert s.by_source["edge"] == {"frames": 1, "pixel_acc": pytest.approx(4 / 5),
+                                   "miou": pytest.approx((1 / 2 + 2 / 3 + 1) / 3)}
+    assert s.by_source["local"] == {"frames": 1, "pixel_acc": pytest.approx(5 / 6),
+                                    "miou": pytest.approx((3 / 4 + 2 / 3) / 2)}
+    assert [r["source"] for r in s.per_frame] == ["edge", "local"]
+    assert score(path).by_source == {"unknown": {"frames": 2, "pixel_acc": pytest.approx(9 / 11),
+                                                 "miou": pytest.approx((4 / 6 + 2 / 3 + 3 / 4) / 3)}}
+
+
 def test_score_cli_prints_and_writes_json(tmp_path, capsys):
     path = tmp_path / "out"
     _seg_bag(path)

@@ -4,7 +4,9 @@ Outputs and labels are matched by header (stamp, frame_id). Segmentation: the mo
 /labels/mask, global pixel accuracy and mIoU per frame and overall (one confusion matrix over all frames,
 robot_compress.runtime.metrics; the void id is not scored). Classification: top-1 of the result JSON
 against /labels/class. Labels are read from the output bag (replay copies them) or from `--labels-bag`.
-Labelled frames without an output are reported as unanswered, never silently skipped.
+Labelled frames without an output are reported as unanswered, never silently skipped. Segmentation is also
+scored per answering source (`edge` / `local`, from the result JSON of the same frame), so a run with edge
+offload shows what the edge teacher buys over the robot's student.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Score:
     unanswered: int
     overall: dict = field(default_factory=dict)  # pixel_acc, miou (segmentation) or top1 (classification)
     per_frame: list[dict] = field(default_factory=list)
+    by_source: dict = field(default_factory=dict)  # segmentation: source -> {frames, pixel_acc, miou}
 
 
 def _key(header) -> tuple[int, str]:
@@ -68,11 +71,24 @@ def score(out_bag, labels_bag=None, mask_topic: str = DEFAULT_MASK_TOPIC, result
         raise ScoreError(f"the label topic in {label_path} holds no messages")
     with bags.BagReader(out_bag) as reader:
         if task == "segmentation":
-            return _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_index)
+            sources = _sources(reader, result_topic)
+            return _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_index, sources)
         return _score_classification(reader, labels, result_topic)
 
 
-def _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_index) -> Score:
+def _sources(reader, result_topic) -> dict:
+    """(stamp_ns, frame_id) -> the source that answered that frame (empty without a result topic)."""
+    if result_topic not in reader.topics:
+        return {}
+    out = {}
+    for _, mt, _, raw in reader.messages([result_topic]):
+        rec = json.loads(reader.decode(raw, mt).data)
+        out.setdefault((rec["stamp"]["sec"] * 1_000_000_000 + rec["stamp"]["nanosec"], rec["frame_id"]),
+                       rec.get("source", "unknown"))
+    return out
+
+
+def _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_index, sources=None) -> Score:
     topic = reader.topics.get(mask_topic)
     if topic is None:
         raise ScoreError(f"mask topic {mask_topic} not in {reader.path}; it has: {', '.join(sorted(reader.topics))}")
@@ -85,6 +101,8 @@ def _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_in
     if ignore_index is None:
         ignore_index = info.get("ignore_index")
     meter = metrics.SegmentationMeter(num_classes, ignore_index)
+    by_source: dict[str, metrics.SegmentationMeter] = {}
+    counts: dict[str, int] = {}
     per_frame, seen = [], set()
     for _, mt, _, raw in reader.messages([mask_topic]):
         msg = reader.decode(raw, mt)
@@ -100,13 +118,18 @@ def _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_in
         except ValueError as exc:
             raise ScoreError(f"frame at stamp {key[0]} ns: {exc}") from None
         meter.cm += cm
+        source = (sources or {}).get(key, "unknown")
+        by_source.setdefault(source, metrics.SegmentationMeter(num_classes, ignore_index)).cm += cm
+        counts[source] = counts.get(source, 0) + 1
         per_frame.append({"stamp_ns": key[0], "frame_id": key[1], "pixel_acc": metrics.pixel_accuracy(cm),
-                          "miou": metrics.mean_iou(cm)})
+                          "miou": metrics.mean_iou(cm), "source": source})
     per_frame.sort(key=lambda r: r["stamp_ns"])
     overall = meter.compute()
+    sources_scored = {src: {"frames": counts[src], "pixel_acc": m.compute()["pixel_acc"], "miou": m.compute()["miou"]}
+                      for src, m in sorted(by_source.items())}
     return Score("segmentation", len(labels), len(seen), len(labels) - len(seen),
                  {"pixel_acc": overall["pixel_acc"], "miou": overall["miou"],
-                  "iou_per_class": overall["iou_per_class"], "class_names": names}, per_frame)
+                  "iou_per_class": overall["iou_per_class"], "class_names": names}, per_frame, sources_scored)
 
 
 def _score_classification(reader, labels, result_topic) -> Score:
@@ -133,6 +156,9 @@ def format_score(s: Score, per_frame: bool = False) -> str:
              f"unanswered: {s.unanswered}"]
     if s.task == "segmentation":
         lines.append(f"overall: pixel accuracy {s.overall['pixel_acc']:.4f}, mIoU {s.overall['miou']:.4f}")
+        if len(s.by_source) > 1 or "unknown" not in s.by_source:
+            lines += [f"  from {src}: pixel accuracy {v['pixel_acc']:.4f}, mIoU {v['miou']:.4f} over {v['frames']} "
+                      f"frames" for src, v in s.by_source.items()]
         if per_frame:
             lines += [f"  {r['stamp_ns']:>20} {r['frame_id']:<12} acc {r['pixel_acc']:.4f} mIoU {r['miou']:.4f}"
                       for r in s.per_frame]
