@@ -7,6 +7,8 @@
 - `Peer` is an in-process rclpy node on a private context, spun in a background thread: it publishes
   frames and records results, masks, overlays and diagnostics. Readiness is judged by publisher and
   subscription counts, never by sleeping.
+- `NodeParams` (`ros2 param get/set`) and `Lifecycle` (`ros2 lifecycle get/set`) talk to a running node
+  through the Peer's node, over the standard rcl_interfaces / lifecycle_msgs services.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import yaml
 from robot_compress.tools.ros_env import localhost_dds_env
 
 NODE_MODULE = "robot_compress.ros.perception_node"
+LIFECYCLE_MODULE = "robot_compress.ros.lifecycle_node"
 
 
 def write_params_file(path, node_name: str = "/**", **params) -> Path:
@@ -237,3 +240,64 @@ def synthetic_frame(index: int, height: int = 480, width: int = 640) -> np.ndarr
                      ((xx + yy + 17 * index) % 256)], axis=2)
     noise = rng.integers(0, 64, (height, width, 3))
     return ((base + noise) % 256).astype(np.uint8)
+
+
+class NodeParams:
+    """`ros2 param get/set` against a running node, from the Peer's node."""
+
+    def __init__(self, peer: Peer, node_name: str, node: NodeProcess | None = None):
+        from rclpy.parameter_client import AsyncParameterClient
+
+        self.peer, self.node = peer, node
+        self.client = AsyncParameterClient(peer.node, node_name)
+        peer.wait_until(self.client.services_are_ready, 60, f"{node_name}'s parameter services", node)
+
+    def _reply(self, future, timeout: float = 60.0):
+        self.peer.wait_until(future.done, timeout, "a parameter service reply", self.node)
+        return future.result()
+
+    def set(self, **values) -> list:
+        """One SetParametersResult (successful, reason) per value, in order; each set on its own."""
+        from rclpy.parameter import Parameter
+
+        return self._reply(self.client.set_parameters([Parameter(k, value=v) for k, v in values.items()])).results
+
+    def get(self, *names) -> dict:
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self._reply(self.client.get_parameters(list(names))).values
+        return {n: parameter_value_to_python(v) for n, v in zip(names, values, strict=True)}
+
+    def types(self, *names) -> dict:
+        values = self._reply(self.client.get_parameters(list(names))).values
+        return {n: v.type for n, v in zip(names, values, strict=True)}
+
+
+class Lifecycle:
+    """`ros2 lifecycle get/set` against a managed node, over the lifecycle_msgs services."""
+
+    def __init__(self, peer: Peer, node_name: str, node: NodeProcess | None = None):
+        from lifecycle_msgs.srv import ChangeState, GetState
+
+        self.peer, self.node = peer, node
+        self._change = peer.node.create_client(ChangeState, f"/{node_name}/change_state")
+        self._get = peer.node.create_client(GetState, f"/{node_name}/get_state")
+        peer.wait_until(lambda: self._change.service_is_ready() and self._get.service_is_ready(), 60,
+                        f"{node_name}'s lifecycle services", node)
+
+    def _reply(self, future, timeout: float = 60.0):
+        self.peer.wait_until(future.done, timeout, "a lifecycle service reply", self.node)
+        return future.result()
+
+    @property
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        return self._reply(self._get.call_async(GetState.Request())).current_state.label
+
+    def transition(self, transition_id: int) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        return self._reply(self._change.call_async(request)).success

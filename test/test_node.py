@@ -225,6 +225,7 @@ def _bad_startup_cases(tmp_path):
     return {
         "missing_absolute_path": ({"model_path": str(missing)}, [str(missing)]),
         "missing_model_name": ({"model_path": "no_such_model.onnx"}, ["no_such_model.onnx", "models"]),
+        "model_path_is_a_directory": ({"model_path": str(tmp_path)}, [str(tmp_path), "is a directory"]),
         "metadata_key_missing": ({"model_path": str(no_labels)}, ["labels"]),
         "mode_foo": ({"model_path": str(good), "mode": "foo"}, ["'mode'", "local, edge, auto", "foo"]),
         "edge_hedge_after_deadline": ({"model_path": str(good), "mode": "auto", "hedge_after_ms": 500.0},
@@ -235,7 +236,8 @@ def _bad_startup_cases(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["missing_absolute_path", "missing_model_name", "metadata_key_missing", "mode_foo",
+@pytest.mark.parametrize("case", ["missing_absolute_path", "missing_model_name", "model_path_is_a_directory",
+                                  "metadata_key_missing", "mode_foo",
                                   "edge_hedge_after_deadline", "threads_0", "threads_wrong_type", "reliability_foo"])
 def test_bad_start_up_fails_with_one_clear_message(tmp_path, case):
     params, expected = _bad_startup_cases(tmp_path)[case]
