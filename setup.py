@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "perception_node = robot_compress.ros.perception_node:main",
+            "perception_lifecycle_node = robot_compress.ros.lifecycle_node:main",
             "robot-compress = robot_compress.cli:main",
         ],
     },

@@ -15,16 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robot_compress.ros.perception_node import NODE_NAME, PARAMETERS, Param
+from robot_compress.ros.parameters import PARAMETERS, Param
+from robot_compress.ros.perception_node import NODE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "perception.launch.xml"
+LIFECYCLE_LAUNCH = REPO / "launch" / "perception_lifecycle.launch.xml"
+LAUNCHES = {"plain": (LAUNCH, "perception_node"), "lifecycle": (LIFECYCLE_LAUNCH, "perception_lifecycle_node")}
 CONFIG = REPO / "config" / "perception.yaml"
 SPECS: dict[str, Param] = {p.name: p for p in PARAMETERS}
 
 
-def _launch():
-    return ET.parse(LAUNCH).getroot()
+def _launch(path=LAUNCH):
+    return ET.parse(path).getroot()
 
 
 def _package_name() -> str:
@@ -53,24 +56,28 @@ def _yaml_params() -> dict:
     return doc["/**"]["ros__parameters"]
 
 
-def test_launch_file_parses_and_names_this_package_and_executable():
-    root = _launch()
+@pytest.mark.parametrize("kind", LAUNCHES)
+def test_launch_file_parses_and_names_this_package_and_executable(kind):
+    path, executable = LAUNCHES[kind]
+    root = _launch(path)
     assert root.tag == "launch"
     nodes = root.findall("node")
     assert len(nodes) == 1
     node = nodes[0]
     assert node.get("pkg") == _package_name() == "robot_compress"
-    assert node.get("name") == NODE_NAME
+    assert node.get("name") == NODE_NAME and node.get("exec") == executable
     scripts = _console_scripts()
     assert node.get("exec") in scripts
     module, func = scripts[node.get("exec")].split(":")
     assert callable(getattr(importlib.import_module(module), func))
 
 
-def test_launch_args_are_defined_and_params_are_declared_by_the_node():
-    root = _launch()
+@pytest.mark.parametrize("kind", LAUNCHES)
+def test_launch_args_are_defined_and_params_are_declared_by_the_node(kind):
+    path = LAUNCHES[kind][0]
+    root = _launch(path)
     args = {a.get("name"): a.get("default") for a in root.findall("arg")}
-    used = set(re.findall(r"\$\(var (\w+)\)", LAUNCH.read_text()))
+    used = set(re.findall(r"\$\(var (\w+)\)", path.read_text()))
     assert used <= set(args), f"launch uses undefined args {used - set(args)}"
     params = root.find("node").findall("param")
     files = [p.get("from") for p in params if p.get("from")]
@@ -134,6 +141,7 @@ def test_node_started_as_launch_would_declares_the_config(tmp_path):
         for spec in PARAMETERS:
             assert described[spec.name].type == spec.ros_type != ParameterType.PARAMETER_NOT_SET
             assert described[spec.name].description == spec.description
+            assert described[spec.name].read_only is not spec.runtime, f"{spec.name}: read-only flag"
             assert values[spec.name] == expected[spec.name], spec.name
         assert node.alive()
         assert node.stop() == 0, node.output
