@@ -5,7 +5,15 @@ Each row: `--seconds` of frames; the fault starts at 1/3 and ends at 2/3 of the 
 killed, then restarted). switch-over = latency of the first frame received after the fault starts (how long
 that frame waited for its result); recovery = fault end -> first edge result.
 
-    .venv/bin/python bench/failover_bench.py [--seconds 6] [--teacher-hw 360 480]
+Replica rows (`--replica-rows all`, printed as a second table after the first; off by default because
+bench/run_all.py parses the first table only): the same server behind one fault proxy per replica
+(independent links), the fault on for the whole row: 20 % stalls on every link with one replica and with two
+(P99 is the point), in mode auto and in mode edge (`_edge`: no local model, as in FogROS2-FT; a frame no
+replica answers in time fails, its latency is the time to the failure), and two replicas with the first one
+blackholed.
+
+    .venv/bin/python bench/failover_bench.py [--seconds 6] [--teacher-hw 360 480] [--faults none,...]
+    .venv/bin/python bench/failover_bench.py --faults "" --replica-rows all --seconds 6 --teacher-hw 180 240
 """
 from __future__ import annotations
 
@@ -23,6 +31,8 @@ sys.path.insert(0, str(REPO))
 
 FAULTS = ("none", "link_down", "blackhole", "latency_300ms", "stalls_20pct", "bandwidth_2mbit", "flap_2s",
           "server_kill", "garbage")
+REPLICA_ROWS = ("stalls_20pct_x1", "stalls_20pct_x2", "stalls_20pct_x1_edge", "stalls_20pct_x2_edge",
+                "one_blackholed_x2")
 
 
 def run_row(fault, engine, server, garbage_url, cfg, seconds, frame):
@@ -85,6 +95,60 @@ def run_row(fault, engine, server, garbage_url, cfg, seconds, frame):
     }
 
 
+def run_replica_row(row, engine, server, cfg, seconds, frame):
+    """One replica row: `row` is <fault>_x<replicas>[_edge]; the fault holds for the whole row."""
+    import dataclasses
+
+    from robot_compress.runtime.edge_client import EdgeClient
+    from robot_compress.runtime.offload import EdgeUnavailableError, OffloadProcessor, replica_of
+    from robot_compress.tools.faultproxy import FaultProxy
+
+    edge_only = row.endswith("_edge")
+    fault, count = row.removesuffix("_edge").rsplit("_x", 1)
+    proxies = [FaultProxy(server.http_port, max_lifetime_s=seconds + 120, seed=i) for i in range(int(count))]
+    for i, proxy in enumerate(proxies):
+        if fault == "stalls_20pct":
+            proxy.stalls(0.2, 0.5)
+        elif fault == "one_blackholed" and i == 0:
+            proxy.blackhole()
+    clients = [EdgeClient(p.url, "teacher_seg", engine.meta, payload="jpeg") for p in proxies]
+    proc = OffloadProcessor(engine, clients, dataclasses.replace(cfg, mode="edge" if edge_only else "auto"))
+    log = []
+    t0 = time.monotonic()
+    for i in range(int(seconds * 30)):
+        time.sleep(max(0.0, t0 + i / 30 - time.monotonic()))
+        received = time.monotonic()
+        try:
+            r = proc.process(frame, received, received + cfg.deadline_s)
+            log.append((r.source, replica_of(r), r.latency_ms))
+        except EdgeUnavailableError:  # no replica answered in time: a frame without a result
+            log.append((None, None, (time.monotonic() - received) * 1000.0))
+    st = proc.status()
+    proc.close()
+    for proxy in proxies:
+        proxy.close()
+    lat = np.array([row[2] for row in log])
+    by_replica = [sum(1 for row in log if row[1] == p.url) for p in proxies]
+    return {"row": row, "in": len(log), "local": sum(1 for row in log if row[0] == "local"),
+            "failed": sum(1 for row in log if row[0] is None),
+            "by_replica": "/".join(map(str, by_replica)), "p50": np.percentile(lat, 50),
+            "p95": np.percentile(lat, 95), "p99": np.percentile(lat, 99), "max": lat.max(),
+            "stalled": sum(p.stalled for p in proxies), "misses": st["deadline_misses"]}
+
+
+def print_replica_rows(rows, cfg) -> None:
+    print(f"\nReplicas: 30 Hz, fault for the whole row, one fault proxy per replica, replica hedge "
+          f"{cfg.replica_hedge_s * 1000:.0f} ms, local hedge {cfg.hedge_after_s * 1000:.0f} ms\n")
+    head = ("row", "in", "edge per replica", "local", "no result", "p50 ms", "p95 ms", "p99 ms", "max ms",
+            "stalled requests", "late")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        print(f"| {r['row']} | {r['in']} | {r['by_replica']} | {r['local']} | {r['failed']} | {r['p50']:.1f} | "
+              f"{r['p95']:.1f} | "
+              f"{r['p99']:.1f} | {r['max']:.1f} | {r['stalled']} | {r['misses']} |")
+
+
 def warm_up(server, engine, frame, n: int = 10) -> None:
     """Untimed requests straight to the server before the first row: its first inferences (lazy allocations,
     the first JPEG decode, connection setup) ran up to 90 ms and read as faults in the fault-free row."""
@@ -105,7 +169,11 @@ def main(argv=None):
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--deadline-ms", type=float, default=100.0, help="node default frame_deadline_ms")
     ap.add_argument("--hedge-ms", type=float, default=40.0, help="node default hedge_after_ms")
+    ap.add_argument("--replica-hedge-ms", type=float, default=20.0, help="node default replica_hedge_ms")
+    ap.add_argument("--replica-rows", default="none", help=f"'all' or a subset of {','.join(REPLICA_ROWS)}")
     args = ap.parse_args(argv)
+    faults = [f for f in args.faults.split(",") if f]  # --faults "" runs only the replica rows
+    replica_rows = {"none": [], "all": list(REPLICA_ROWS)}.get(args.replica_rows, args.replica_rows.split(","))
 
     from robot_compress.runtime.engine import Engine
     from robot_compress.runtime.failover import FailoverConfig
@@ -120,17 +188,27 @@ def main(argv=None):
     engine = Engine(student)
     # the node's default parameters unless overridden
     cfg = FailoverConfig(deadline_s=args.deadline_ms / 1000, hedge_after_s=args.hedge_ms / 1000,
-                         failure_threshold=5, recovery_probes=3,
-                         probe_interval_s=0.2, probe_backoff=2.0, probe_backoff_max_s=1.0)
+                         failure_threshold=5, recovery_probes=3, probe_interval_s=0.2, probe_backoff=2.0,
+                         probe_backoff_max_s=1.0, replica_hedge_s=args.replica_hedge_ms / 1000)
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    rows = []
+    rows, replica_results = [], []
     with EdgeServerProcess([teacher], payloads=("jpeg",), log_path=tmp / "server.log") as server, \
             MisbehavingServer("teacher_seg", hw, engine.meta.num_classes, kind="bad_class",
                               max_lifetime_s=3600) as garbage:
         warm_up(server, engine, frame)
-        for fault in args.faults.split(","):
+        for fault in faults:
             rows.append(run_row(fault, engine, server, garbage.url, cfg, args.seconds, frame))
             print(f"  done: {fault}", file=sys.stderr, flush=True)
+        for row in replica_rows:
+            replica_results.append(run_replica_row(row, engine, server, cfg, args.seconds, frame))
+            print(f"  done: {row}", file=sys.stderr, flush=True)
+    if rows:
+        print_fault_rows(rows, args, cfg, hw)
+    if replica_results:
+        print_replica_rows(replica_results, cfg)
+
+
+def print_fault_rows(rows, args, cfg, hw) -> None:
     print(f"\n30 Hz, {args.seconds:.0f} s per row, fault from 1/3 to 2/3; deadline {cfg.deadline_s * 1000:.1f} ms, "
           f"hedge after {cfg.hedge_after_s * 1000:.0f} ms; teacher {hw[0]}x{hw[1]}, student {hw[0] // 2}x{hw[1] // 2}, "
           "JPEG payload\n")
