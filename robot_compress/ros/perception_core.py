@@ -214,7 +214,7 @@ class PerceptionCore:
             "overlay": self._factory.create(Image, p["overlay_topic"], out_qos),  # publish_overlay may change
             "diagnostics": self._factory.create(DiagnosticArray, "/diagnostics", out_qos),
         }
-        self.log.info(f"configured: model {engine.model_id} ({engine.task}, {path}), mode {p['mode']}")
+        self.log.info(f"configured: model {engine.model_id}, mode {p['mode']}")
 
     def activate(self) -> None:
         p = self.params
@@ -226,8 +226,9 @@ class PerceptionCore:
         self._subscription = self.node.create_subscription(
             msg_type, p["input_topic"], self._on_frame, qos.sensor_qos(p["qos_depth"], p["qos_reliability"]))
         self._start_timer()
-        self.log.info(f"ready: model {self.pipeline.engine.model_id}, mode {p['mode']}, input {p['input_topic']} "
-                      f"({msg_type.__name__}, {p['qos_reliability']} depth {p['qos_depth']})")
+        engine = self.pipeline.engine
+        self.log.info(f"ready: model {engine.model_id} ({engine.task}, {self.pipeline.model_path}), mode {p['mode']}, "
+                      f"input {p['input_topic']} ({msg_type.__name__}, {p['qos_reliability']} depth {p['qos_depth']})")
 
     def deactivate(self) -> None:
         """Stop taking frames; the frame in hand (and a pending one) is still answered."""
