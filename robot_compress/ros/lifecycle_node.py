@@ -8,8 +8,7 @@ cleanup releases, shutdown ends the process with exit code 0. Same parameters an
 from __future__ import annotations
 
 from robot_compress.ros import startup
-
-NODE_NAME = "perception_node"
+from robot_compress.ros.parameters import NODE_NAME
 
 
 def _lifecycle_node():

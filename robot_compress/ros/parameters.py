@@ -14,6 +14,7 @@ from pathlib import Path
 from robot_compress.tools.ros_env import PACKAGE_ROOT
 
 PACKAGE = "robot_compress"
+NODE_NAME = "perception_node"  # both executables; launch may rename it
 MODES = ("local", "edge", "auto")
 RELIABILITY = ("best_effort", "reliable")  # robot_compress.ros.qos maps them to policies
 PAYLOADS = ("raw", "jpeg", "float")

@@ -43,6 +43,7 @@ from std_msgs.msg import String
 from robot_compress.ros import diagnostics, image_msgs, qos
 from robot_compress.ros.parameters import (
     ENGINE_PARAMS,
+    NODE_NAME,
     PARAMETERS,
     PROCESSOR_PARAMS,
     SPECS,
@@ -57,7 +58,6 @@ from robot_compress.runtime.offload import offload_from_params, replica_of
 from robot_compress.runtime.processor import FrameProcessor, LocalProcessor
 from robot_compress.runtime.stats import FrameStats
 
-NODE_NAME = "perception_node"
 LOG_THROTTLE_S = 5.0
 EDGE_CHECK_TIMEOUT_S = 0.5
 WORKER_JOIN_S = 5.0
@@ -160,6 +160,9 @@ class PerceptionCore:
         except (ConfigError, ModelLoadError) as exc:
             self.log.warning(f"parameter change rejected: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # a failed change must never take the running node down
+            self.log.error(f"parameter change failed: {exc!r}")
+            return SetParametersResult(successful=False, reason=f"{exc.__class__.__name__}: {exc}")
         if changes:
             self.log.info("parameters changed: " + ", ".join(f"{k}={values[k]!r}" for k in sorted(changes)))
         return SetParametersResult(successful=True)

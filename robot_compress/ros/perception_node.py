@@ -9,9 +9,15 @@ start-up with one `cannot start: ...` line and exit code 2; SIGINT/SIGTERM exit 
 from __future__ import annotations
 
 from robot_compress.ros import startup
-from robot_compress.ros.parameters import PARAMETER_NAMES, PARAMETERS, ConfigError, Param, resolve_model_path
+from robot_compress.ros.parameters import (
+    NODE_NAME,
+    PARAMETER_NAMES,
+    PARAMETERS,
+    ConfigError,
+    Param,
+    resolve_model_path,
+)
 
-NODE_NAME = "perception_node"
 __all__ = ["NODE_NAME", "PARAMETERS", "PARAMETER_NAMES", "ConfigError", "Param", "main", "resolve_model_path"]
 
 
