@@ -16,9 +16,17 @@ Every model is `extra="forbid"`, so a misspelt key is an error that names it
       - {stage: finetune, epochs: 1}
       - {stage: export}
       - {stage: evaluate}
+
+Relative paths in a recipe file (output_dir, dataset.root, teacher/student checkpoint) are relative to the
+recipe file's directory, so a recipe means the same files from any working directory; `load_recipe` rewrites
+them relative to the working directory. `--set KEY=VALUE` overrides (`apply_overrides`) address keys by dotted
+path with 0-based list indices (`stages.2.amount=0.9`); their values are YAML and their paths are taken as
+given on the command line (relative to the working directory).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -137,6 +145,10 @@ class PruneStage(_Strict):
     amount: float = Field(ge=0.0, lt=1.0, description="final fraction of prunable weights set to zero, in [0, 1)")
     steps: int = Field(1, ge=1, description="1 = one-shot; n > 1 = iterative schedule (prune, fine-tune, repeat)")
     epochs_between: int = Field(1, ge=0, description="fine-tuning epochs between iterative steps")
+    ignored_layers: list[str] = Field(default_factory=list, description="conv/linear module names (or fnmatch "
+                                      "patterns such as 'layer1.*') left whole and outside the pruned fraction")
+    max_layer_sparsity: float | None = Field(None, gt=0.0, le=1.0, description="no layer loses more than this "
+                                             "fraction of its weights (global criteria take the rest elsewhere)")
 
 
 class FinetuneStage(_TrainingStage):
@@ -191,7 +203,8 @@ Stage = Annotated[
 class Recipe(_Strict):
     name: str
     seed: int = 0
-    output_dir: str | None = Field(None, description="default output dir (relative to the recipe file)")
+    output_dir: str | None = Field(None, description="default output dir (relative to the recipe file; `run --out` "
+                                   "overrides it)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = training under bf16 autocast on a CUDA "
                                                "device (tensor cores; a CPU trains fp32); evaluation and export "
@@ -221,7 +234,8 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, resolve (paths relative to the recipe file), override (`--set`) and validate a recipe file."""
     import yaml
 
     path = Path(path)
@@ -231,7 +245,89 @@ def load_recipe(path: str | Path) -> Recipe:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(data, dict):
+        data = resolve_paths(data, path.parent)
+        data = apply_overrides(data, overrides, source=str(path))
     return parse_recipe(data, source=str(path))
+
+
+# (section, key) of every path a recipe holds; section None = top level.
+PATH_KEYS = ((None, "output_dir"), ("dataset", "root"), ("teacher", "checkpoint"), ("student", "checkpoint"))
+
+
+def _relative_to_cwd(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    joined = base / path
+    try:
+        return os.path.relpath(joined)  # lexical: config/recipes/../../runs/x -> runs/x from the repository root
+    except ValueError:  # another drive (Windows)
+        return str(joined.absolute())
+
+
+def resolve_paths(data: dict, base: str | Path) -> dict:
+    """A copy of a raw recipe mapping with its relative paths taken relative to `base` (the recipe file's
+    directory) and rewritten relative to the working directory."""
+    import copy
+
+    data = copy.deepcopy(data)
+    base = Path(base)
+    for section, key in PATH_KEYS:
+        holder = data if section is None else data.get(section)
+        if isinstance(holder, dict) and isinstance(holder.get(key), str) and holder[key]:
+            holder[key] = _relative_to_cwd(holder[key], base)
+    return data
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], source: str = "recipe") -> dict:
+    """A copy of a raw recipe mapping with `KEY=VALUE` overrides applied (dotted keys, 0-based list indices,
+    YAML values: `stages.2.amount=0.9`, `dataset.train_subset=100`, `teacher.cfg={width: 16}`)."""
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. stages.2.amount=0.9")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, ".".join(parts[:depth + 1]), source)
+        _assign(node, parts[-1], value, key, source)
+    return data
+
+
+def _index(node: list, part: str, where: str, source: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise RecipeError(f"{source}: --set {where}: no item {part!r} in a list of {len(node)} (indices start at 0)")
+    return int(part)
+
+
+def _child(node, part: str, where: str, source: str):
+    if isinstance(node, list):
+        return node[_index(node, part, where, source)]
+    if not isinstance(node, dict):
+        raise RecipeError(f"{source}: --set {where}: {type(node).__name__} value has no key {part!r}")
+    if node.get(part) is None:
+        node[part] = {}
+    return node[part]
+
+
+def _assign(node, part: str, value, key: str, source: str) -> None:
+    if isinstance(node, list):
+        node[_index(node, part, key, source)] = value
+    elif isinstance(node, dict):
+        node[part] = value
+    else:
+        raise RecipeError(f"{source}: --set {key}: {type(node).__name__} value has no key {part!r}")
 
 
 def format_validation_error(exc: ValidationError) -> str:
