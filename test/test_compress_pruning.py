@@ -160,3 +160,68 @@ def test_iterative_schedule():
         iterative_schedule(1.0, 3)
     with pytest.raises(ValueError):
         iterative_schedule(0.5, 0)
+
+
+def test_ignored_layers_stay_whole_and_outside_the_count():
+    net = _net()
+    summary = prune_model(net, "class-blind", 0.5, ignored_layers=["6"])
+    assert int((net[6].weight == 0).sum()) == 0 and not hasattr(net[6], "weight_mask")
+    pruned = [net[0].weight, net[2].weight]
+    assert sum(int((w == 0).sum()) for w in pruned) == round(0.5 * sum(w.numel() for w in pruned))
+    assert summary["ignored_layers"] == ["6"] and [r["layer"] for r in summary["per_layer"]] == ["0", "2"]
+    with pytest.raises(ValueError, match="fc9"):
+        prune_model(_net(), "class-blind", 0.5, ignored_layers=["fc9"])
+
+
+@pytest.mark.parametrize("criterion", ["random", "class-uniform", "class-blind"])
+def test_max_layer_sparsity_caps_every_layer(criterion):
+    net = _net()
+    summary = prune_model(net, criterion, 0.6, seed=2, max_layer_sparsity=0.7)
+    fractions = [r["fraction"] for r in summary["per_layer"]]
+    assert max(fractions) <= 0.7
+    if criterion != "class-uniform":  # a global criterion takes the rest from the other layers
+        assert summary["pruned"] == round(0.6 * summary["total"])
+
+
+def test_cap_below_the_amount_stops_at_the_cap_and_keeps_every_layer_alive():
+    net = _net()
+    summary = prune_model(net, "class-blind", 0.9, max_layer_sparsity=0.5)
+    assert all(r["fraction"] <= 0.5 for r in summary["per_layer"]) and summary["emptied_layers"] == []
+    assert summary["fraction"] == pytest.approx(sum(r["total"] // 2 for r in summary["per_layer"]) / summary["total"])
+
+
+def test_capped_class_blind_keeps_one_threshold_over_the_layers_below_their_cap():
+    """With a cap, class-blind still prunes by one magnitude threshold over every layer that has room left;
+    a layer at its cap loses exactly its smallest weights."""
+    net = _net()
+    weights = [w.clone().abs() for w in _weights(net)]
+    prune_model(net, "class-blind", 0.5, max_layer_sparsity=0.6)
+    pruned_free, kept_free = [], []
+    for w, (_, module) in zip(weights, prunable_modules(net), strict=True):
+        mask = module.weight_mask.bool()
+        if int((~mask).sum()) == int(0.6 * w.numel()):  # at its cap
+            assert w[~mask].max() <= w[mask].min()
+        else:
+            pruned_free.append(w[~mask])
+            kept_free.append(w[mask])
+    assert pruned_free and torch.cat(pruned_free).max() <= torch.cat(kept_free).min()
+
+
+def _small_last_layer():
+    net = _net()
+    with torch.no_grad():
+        net[6].weight.mul_(1e-3)
+    return net
+
+
+def test_a_layer_emptied_by_the_criterion_is_reported_and_warned_about():
+    """class-blind at a high amount empties the small-weight layer (the reason it collapses on CamVid)."""
+    messages = []
+    summary = prune_model(_small_last_layer(), "class-blind", 0.5, warn=messages.append)
+    assert summary["emptied_layers"] == ["6"]
+    assert len(messages) == 1 and "6" in messages[0] and "max_layer_sparsity" in messages[0]
+    with pytest.warns(RuntimeWarning, match="removed every weight"):
+        prune_model(_net(), "class-blind", 0.99)
+    capped = prune_model(_small_last_layer(), "class-blind", 0.5, max_layer_sparsity=0.9, warn=messages.append)
+    assert capped["emptied_layers"] == [] and len(messages) == 1
+    assert capped["per_layer"][2]["pruned"] == int(0.9 * 32) and capped["pruned"] == round(0.5 * capped["total"])

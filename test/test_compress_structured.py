@@ -66,3 +66,44 @@ def test_round_to_keeps_channel_counts_on_kernel_friendly_multiples():
     convs = [m for m in rounded.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.out_channels % 8 == 0 for c in convs)
     assert rounded(x).shape == (1, 5)
+
+
+def test_layers_as_wide_as_the_class_count_are_pruned_only_the_head_is_kept():
+    """Issue 13, finding 8: with 16 classes every 16-wide ResNet-20 layer used to be kept whole; the head is
+    now found by identity (the layer whose output is the model's output), not by its width."""
+    model = get_model("resnet20", 16)
+    structured_prune(model, torch.randn(1, 3, 32, 32), 0.5)
+    assert [block.conv1.out_channels for block in model.layer1] == [8, 8, 8]  # 16 wide, not the head: pruned
+    assert model.linear.out_features == 16 and model(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+
+
+def test_head_layers_are_the_layers_producing_the_output():
+    from robot_compress.compress.structured import head_layers
+
+    cases = [("resnet20", 10, ["linear"]), ("tiny_segnet", 4, ["6"]),
+             ("lraspp_mobilenet_v3_large", 5, ["model.classifier.high_classifier", "model.classifier.low_classifier"]),
+             ("deeplabv3_mobilenet_v3_large", 5, ["model.classifier.4"])]
+    for name, classes, expected in cases:
+        model = get_model(name, classes).eval()
+        names = {id(m): n for n, m in model.named_modules()}
+        heads = head_layers(model, torch.zeros(1, 3, 64, 64))
+        assert sorted(names[id(m)] for m in heads) == expected, name
+
+
+def test_segmentation_head_of_class_count_width_keeps_the_rest_prunable():
+    """LR-ASPP with as many classes as its 16-channel stem: the stem is pruned, both classifiers are kept."""
+    model = get_model("lraspp_mobilenet_v3_large", 16)
+    x = torch.randn(1, 3, 64, 64)
+    structured_prune(model, x, 0.5, round_to=4)
+    assert model.model.backbone["0"][0].out_channels < 16
+    assert model.model.classifier.low_classifier.out_channels == 16
+    assert model.model.classifier.high_classifier.out_channels == 16
+    assert model(x).shape == (1, 16, 64, 64)
+
+
+def test_ignored_layers_by_name_stay_whole():
+    model = get_model("tiny_cnn", 5, width=16)
+    structured_prune(model, torch.randn(1, 3, 16, 16), 0.5, ignored_layers=["0"])
+    assert model[0].out_channels == 16 and model[4].out_channels < 32  # kept whole; the next one pruned
+    with pytest.raises(ValueError, match="nope"):
+        structured_prune(get_model("tiny_cnn", 5), torch.randn(1, 3, 16, 16), 0.5, ignored_layers=["nope"])

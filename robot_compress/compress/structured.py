@@ -2,10 +2,11 @@
 every coupled slice of the following layers, BN, residual partners) so the result is a physically
 smaller dense model — the only kind of pruning that makes a CPU faster.
 
-The model's output layer(s) are never pruned: every conv/linear whose output channel count equals
-the model's class count is ignored automatically (the classifier of a classification net, the final
-classifier convs of segmentation heads such as LR-ASPP's low/high classifiers), so the class count
-and output shape stay the same.
+The model's output layer(s) are never pruned: the conv/linear layers whose outputs reach the model's
+output without passing through another conv/linear (found by walking the autograd graph back from the
+output: the classifier of a classification net, DeepLabV3's last classifier conv, LR-ASPP's low and high
+classifiers) are kept whole, so the class count and output shape stay the same. Other layers are pruned
+whatever their width, even when it happens to equal the class count.
 """
 from __future__ import annotations
 
@@ -31,14 +32,55 @@ def _importance(name: str):
     raise ValueError(f"unknown structured-pruning importance {name!r}; choose one of {IMPORTANCES}")
 
 
-def output_layers(model: nn.Module, num_outputs: int) -> list[nn.Module]:
-    """Conv/linear layers whose output width equals the class count (kept whole)."""
-    out = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.conv._ConvNd) and m.out_channels == num_outputs:
-            out.append(m)
-        elif isinstance(m, nn.Linear) and m.out_features == num_outputs:
-            out.append(m)
+_LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def head_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
+    """The conv/linear layers that produce the model's output: walking back from the output through the
+    autograd graph, the first conv/linear met on every path (elementwise ops, resizes and additions in
+    between are followed, another layer's output is not passed)."""
+    produced: dict = {}
+
+    def remember(module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:
+            produced[output.grad_fn] = module
+
+    hooks = [m.register_forward_hook(remember) for m in model.modules() if isinstance(m, _LAYER_TYPES)]
+    try:
+        with torch.enable_grad():
+            out = model(example_input.detach().clone().requires_grad_(True))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    heads, seen, todo = [], set(), [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in produced:
+            if produced[node] not in heads:
+                heads.append(produced[node])
+            continue
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return heads
+
+
+def named_layers(model: nn.Module, entries) -> list[nn.Module]:
+    """Modules from `entries`: modules as they are, names or fnmatch patterns looked up in the model (a name
+    that matches nothing is an error, not a silently unprotected layer)."""
+    import fnmatch
+
+    named = dict(model.named_modules())
+    out: list[nn.Module] = []
+    for entry in entries or []:
+        if isinstance(entry, nn.Module):
+            out.append(entry)
+            continue
+        matches = [m for name, m in named.items() if name and fnmatch.fnmatchcase(name, str(entry))]
+        if not matches:
+            raise ValueError(f"ignored layer {entry!r} matches no module of {type(model).__name__}")
+        out += matches
     return out
 
 
@@ -77,9 +119,9 @@ def structured_prune(model: nn.Module, example_input: torch.Tensor, ratio: float
             out = model(example_input)
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             raise ValueError("structured pruning needs a model whose forward returns a logits tensor [N, C, ...]")
-        num_outputs = int(out.shape[1])
         out_shape = tuple(out.shape)
-        ignored = list(ignored_layers or []) + output_layers(model, num_outputs) + residual_stream_layers(model)
+        ignored = (named_layers(model, ignored_layers) + head_layers(model, example_input)
+                   + residual_stream_layers(model))
         macs_before, params_before = tp.utils.count_ops_and_params(model, example_input)
         if ratio > 0:
             pruner = tp.pruner.BasePruner(model, example_input, importance=_importance(importance),
