@@ -315,6 +315,37 @@ def split_train_val(dataset, val_fraction: float, seed: int = 0) -> tuple[Subset
 
 # ---------------------------------------------------------------- CIFAR-10
 
+# What a CIFAR python batch may contain besides builtin containers, strings and numbers: numpy arrays.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *(("builtins", name) for name in ("bytearray", "bytes", "complex", "set", "frozenset", "list", "dict",
+                                      "tuple", "int", "float", "str", "bool")),
+}
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and builtin data, nothing else: a batch file cannot make us call code."""
+
+    def find_class(self, module, name):
+        if (module, name) in _CIFAR_PICKLE_GLOBALS or (module.startswith("numpy.dtypes") and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays and builtin data)")
+
+
+def load_cifar_batch(path: Path) -> dict:
+    """One CIFAR-10 python batch (a pickled dict written by Python 2), through the restricted unpickler."""
+    try:
+        with open(path, "rb") as f:
+            data = _ArraysOnlyUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DatasetError(f"CIFAR-10 batch {path} is not a plain python batch: {exc}") from None
+    if not isinstance(data, dict) or "data" not in data or "labels" not in data:
+        raise DatasetError(f"CIFAR-10 batch {path} has no 'data' and 'labels' entries")
+    return data
+
+
 def _cifar10(root: Path, *, input_size, train, augment=False, raw_uint8=False):
     size = input_size or (32, 32)
     batches = _find_cifar_batches(root)
@@ -325,8 +356,7 @@ def _cifar10(root: Path, *, input_size, train, augment=False, raw_uint8=False):
             path = batches / name
             if not path.is_file():
                 raise DatasetError(f"CIFAR-10 batch {path} is missing")
-            with open(path, "rb") as f:
-                d = pickle.load(f, encoding="latin1")
+            d = load_cifar_batch(path)
             images.append(np.asarray(d["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             targets.extend(d["labels"])
         images = np.ascontiguousarray(np.concatenate(images))

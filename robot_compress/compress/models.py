@@ -90,22 +90,58 @@ def load_user_model(spec: str, **kwargs) -> nn.Module:
 
 # ---------------------------------------------------------------- checkpoints
 
-def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: raw state dict, {'state_dict': ...} or {'model': ...};
-    'module.' prefixes (DataParallel) are stripped."""
+TRUST_FLAG = "--trust-checkpoint"
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint whose pickle needs more than weights (classes, functions): loading it could run code."""
+
+
+def _checkpoint_safe_globals() -> list:
+    """Besides tensors and containers, our checkpoints written before issue 13 hold numpy's RNG state (an
+    ndarray): allow exactly the numpy pieces needed to rebuild a plain array, nothing that calls code."""
+    import numpy as np
+
+    reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+    return [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]
+
+
+def _unsafe_globals(message: str) -> list[str]:
+    import re
+
+    # "Unsupported global: GLOBAL x.y was not ..." or "unsupported GLOBAL posix.system whose module ... is blocked"
+    return sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
+
+
+def torch_load(path, *, trust: bool = False):
+    """`torch.load` of a local file with `weights_only=True` (tensors, containers, numbers, strings, numpy RNG
+    arrays). A file that needs more is refused with UnsafeCheckpointError, never retried unsafely; only
+    `trust=True` (the user's explicit --trust-checkpoint) unpickles it in full."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as first:  # noqa: BLE001 - torch raises many types for bad files
-        if "weights_only" not in str(first):
-            raise CheckpointError(f"checkpoint {path} is not a readable torch file: {first}") from None
-        # Our own checkpoints may carry config objects; the user chose to load this local file.
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"checkpoint {path} is not a readable torch file: {exc}") from None
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_checkpoint_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises pickle/zip/runtime errors for bad files
+        message = str(exc)
+        names = _unsafe_globals(message)
+        if names and not trust:
+            raise UnsafeCheckpointError(
+                f"checkpoint {path} is not plain weights: its pickle calls {', '.join(names)}, and loading it "
+                f"could run code, so it was not loaded; pass {TRUST_FLAG} only if you trust this file"
+            ) from None
+        first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is not a readable torch file: {first[:200]}") from None
+
+
+def read_state_dict(path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file: raw state dict, {'state_dict': ...} or {'model': ...};
+    'module.' prefixes (DataParallel) are stripped. Loaded safely (see `torch_load`)."""
+    obj = torch_load(path, trust=trust)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -137,9 +173,9 @@ def _fold_pruning(state: dict, model_keys) -> dict:
     return out
 
 
-def load_checkpoint(model: nn.Module, path, strict: bool = True) -> nn.Module:
+def load_checkpoint(model: nn.Module, path, strict: bool = True, trust: bool = False) -> nn.Module:
     """Load weights into `model` (in place, returned too); CheckpointError names the first misfits."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, trust=trust)
     expected = model.state_dict()
     state = _fold_pruning(state, expected)
     optional = ("num_batches_tracked",)  # absent from checkpoints of old torch versions
