@@ -150,7 +150,8 @@ def _blob_params(meta: ModelMetadata):
     params.size = (int(meta.input_size[1]), int(meta.input_size[0]))  # (width, height)
     params.swapRB = meta.color_order == "BGR"  # frames arrive RGB
     params.ddepth = cv2.CV_32F
-    params.datalayout = cv2.DNN_LAYOUT_NCHW
+    # OpenCV 5 exports the layout at the top level, 4.x (the edge venv, numpy < 2) only under cv2.dnn
+    params.datalayout = getattr(cv2, "DNN_LAYOUT_NCHW", None) or cv2.dnn.DNN_LAYOUT_NCHW
     params.paddingmode = cv2.dnn.DNN_PMODE_NULL  # a plain resize, as the contract says (no letterbox)
     return params
 
