@@ -134,10 +134,20 @@ def test_resume_continues_from_checkpoint(tmp_path, capsys):
     assert run_seconds({"stages": [stage]}) >= sum(epochs) - 2e-3
 
 
+def _snapshot(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def test_resume_refuses_a_different_config(tmp_path, capsys):
+    """Issue 13, finding 3: the refused rerun leaves the finished run byte-identical (it used to delete
+    metrics.json, rewrite recipe.yaml and run.json and write FAILED before refusing)."""
     out = tmp_path / "r"
     assert main(["train", "--model", "tiny_cnn", *DATA, "--epochs", "1", "--out", str(out)]) == 0
+    before = _snapshot(out)
     capsys.readouterr()
-    _bad(capsys, ["train", "--model", "tiny_cnn", *DATA, "--epochs", "1", "--lr", "0.2", "--out", str(out)],
-         "different configuration")
-    assert not (out / "metrics.json").exists()
+    rerun = ["train", "--model", "tiny_cnn", *DATA, "--epochs", "1", "--lr", "0.2", "--out", str(out)]
+    code = main(rerun)
+    assert _snapshot(out) == before
+    assert code == 2
+    assert "different configuration" in capsys.readouterr().err
+    _bad(capsys, rerun, "different configuration", "--restart")

@@ -2,13 +2,17 @@
 
 Single-step commands are one-stage recipes run by the same pipeline as `run`, so every output dir has
 the same bookkeeping (run.json, recipe.yaml, metrics.json on success only). Bad input ends with one
-line on stderr and exit code 2; nothing is written as a result.
+line on stderr and exit code 2; nothing is written as a result. SIGINT/SIGTERM end a command with one line,
+run.json status `interrupted` and exit code 130/143; rerunning the same command resumes.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from robot_compress.compress import recipe as rc
@@ -84,10 +88,31 @@ def _add_training(p: argparse.ArgumentParser, lr: float = 0.05):
     g.add_argument("--weight-decay", type=float, default=5e-4)
 
 
+def _add_trust(p: argparse.ArgumentParser):
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load checkpoints that need full unpickling (pickled classes or functions, which can run "
+                        "code); without it only weights are loaded. Only for files you trust")
+
+
+def _add_run_control(p: argparse.ArgumentParser):
+    """--resume / --restart (default: start fresh, or resume an earlier run of the same configuration)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true",
+                   help="continue the earlier run in --out (an error if there is none or it was made differently)")
+    g.add_argument("--restart", action="store_true",
+                   help="discard the earlier run in --out (checkpoints, models, metrics) and start over")
+    _add_trust(p)
+
+
+def _mode(args) -> str:
+    return "resume" if getattr(args, "resume", False) else "restart" if getattr(args, "restart", False) else "auto"
+
+
 def _add_common(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="output dir (checkpoints, run.json, metrics.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_run_control(p)
 
 
 def _data_spec(args, fallback: dict | None = None) -> dict:
@@ -110,11 +135,11 @@ def _training(args) -> dict:
             "weight_decay": args.weight_decay}
 
 
-def _from_checkpoint(path: str, model: str | None) -> tuple[dict, dict | None]:
+def _from_checkpoint(path: str, model: str | None, trust: bool = False) -> tuple[dict, dict | None]:
     """(ModelSpec dict, dataset spec recorded in the checkpoint) for commands that start from a checkpoint."""
     from robot_compress.compress.train import is_own_checkpoint, read_checkpoint
 
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, trust=trust)
     if is_own_checkpoint(state):
         cfg = state.get("config") or {}
         spec = {"model": model or state["model_name"], "checkpoint": str(path), "cfg": state.get("model_cfg") or {}}
@@ -133,14 +158,8 @@ def _run_stages(name: str, args, student: dict, data: dict, stages: list, teache
     recipe = rc.parse_recipe({"name": name, "seed": args.seed, "device": args.device, "dataset": data,
                               "teacher": teacher, "student": student, "stages": stages},
                              source=f"robot-compress {name}")
-    metrics = run_recipe(recipe, args.out, log=_log)
-    _log(f"metrics: {_headline(metrics)} -> {Path(args.out) / 'metrics.json'}")
+    run_recipe(recipe, args.out, log=_log, mode=_mode(args), trust_checkpoints=args.trust_checkpoint)
     return 0
-
-
-def _headline(metrics: dict) -> str:
-    m = metrics["student"]["metrics"]
-    return f"{metrics['primary']}={100 * m[metrics['primary']]:.2f}%"
 
 
 def cmd_train(argv):
@@ -168,7 +187,7 @@ def cmd_distill(argv):
     _add_training(p)
     _add_common(p)
     args = p.parse_args(argv)
-    teacher, recorded = _from_checkpoint(args.teacher_checkpoint, args.teacher)
+    teacher, recorded = _from_checkpoint(args.teacher_checkpoint, args.teacher, args.trust_checkpoint)
     stage = {"stage": "distill", "temperature": args.temperature, "alpha": args.alpha, **_training(args)}
     return _run_stages("distill", args, {"model": args.student, "cfg": args.student_cfg},
                        _data_spec(args, recorded), [stage], teacher=teacher)
@@ -183,15 +202,22 @@ def cmd_prune(argv):
     p.add_argument("--amount", required=True, type=_amount, help="fraction to prune, in [0, 1)")
     p.add_argument("--steps", type=_positive_int, default=1, help="iterative steps (1 = one-shot)")
     p.add_argument("--epochs-between", type=int, default=1, help="fine-tune epochs between iterative steps")
+    p.add_argument("--ignored-layers", nargs="+", default=[], metavar="NAME",
+                   help="layers (module names or fnmatch patterns) kept whole")
+    p.add_argument("--max-layer-sparsity", type=float, default=None, metavar="F",
+                   help="unstructured: no layer loses more than this fraction, in (0, 1]")
     _add_data(p, required=False)
     _add_common(p)
     args = p.parse_args(argv)
-    student, recorded = _from_checkpoint(args.checkpoint, args.model)
+    student, recorded = _from_checkpoint(args.checkpoint, args.model, args.trust_checkpoint)
     if args.criterion == "structured":
-        stage = {"stage": "structured", "ratio": args.amount}
+        if args.max_layer_sparsity is not None:
+            raise UsageError("--max-layer-sparsity applies to unstructured criteria, not structured")
+        stage = {"stage": "structured", "ratio": args.amount, "ignored_layers": args.ignored_layers}
     else:
         stage = {"stage": "prune", "criterion": args.criterion, "amount": args.amount, "steps": args.steps,
-                 "epochs_between": args.epochs_between}
+                 "epochs_between": args.epochs_between, "ignored_layers": args.ignored_layers,
+                 "max_layer_sparsity": args.max_layer_sparsity}
     stages = [stage, {"stage": "evaluate", "onnx": False}]
     return _run_stages("prune", args, student, _data_spec(args, recorded), stages)
 
@@ -207,8 +233,9 @@ def cmd_finetune(argv):
     _add_training(p, lr=0.01)
     _add_common(p)
     args = p.parse_args(argv)
-    student, recorded = _from_checkpoint(args.checkpoint, args.model)
-    teacher = _from_checkpoint(args.teacher_checkpoint, None)[0] if args.teacher_checkpoint else None
+    student, recorded = _from_checkpoint(args.checkpoint, args.model, args.trust_checkpoint)
+    teacher = (_from_checkpoint(args.teacher_checkpoint, None, args.trust_checkpoint)[0] if args.teacher_checkpoint
+               else None)
     stage = {"stage": "finetune", "kd": teacher is not None, "temperature": args.temperature, "alpha": args.alpha,
              **_training(args)}
     return _run_stages("finetune", args, student, _data_spec(args, recorded), [stage], teacher=teacher)
@@ -225,7 +252,7 @@ def cmd_evaluate(argv):
     _add_common(p)
     args = p.parse_args(argv)
     if args.checkpoint:
-        student, recorded = _from_checkpoint(args.checkpoint, args.model)
+        student, recorded = _from_checkpoint(args.checkpoint, args.model, args.trust_checkpoint)
         return _run_stages("evaluate", args, student, _data_spec(args, recorded),
                            [{"stage": "evaluate", "onnx": False}])
     return _evaluate_onnx_file(args)
@@ -233,8 +260,10 @@ def cmd_evaluate(argv):
 
 def _evaluate_onnx_file(args) -> int:
     from robot_compress.compress.evaluate import evaluate_onnx
+    from robot_compress.compress.fingerprint import digest
     from robot_compress.compress.pipeline import load_data
-    from robot_compress.compress.runinfo import RunDir
+    from robot_compress.compress.reuse import check_output_dir
+    from robot_compress.compress.runinfo import RunDir, append_log, signal_name
     from robot_compress.runtime.engine import read_metadata
 
     meta = read_metadata(args.onnx)
@@ -249,16 +278,35 @@ def _evaluate_onnx_file(args) -> int:
                          f"{len(data.info.labels)}: class-count mismatch")
     run = RunDir(args.out, "evaluate", {"onnx": str(args.onnx), "dataset": spec}, args.seed)
     run.info["dataset_fingerprint"] = data.info.fingerprint
+    dataset = {k: v for k, v in spec.items() if k != "root"}
+    run_fp = digest({"onnx_sha256": _file_sha256(args.onnx), "dataset": dataset, "data": data.info.fingerprint})
+    run.info["fingerprint"] = {"run": run_fp}
+    check_output_dir(args.out, run_fp, {}, _mode(args))  # before anything in --out is touched
     run.start()
     try:
-        metrics = evaluate_onnx(args.onnx, data.raw_val())
+        metrics = evaluate_onnx(args.onnx, data.raw_val(), log=_log)
+    except KeyboardInterrupt as exc:
+        run.interrupt(signal_name(exc))
+        raise
     except BaseException as exc:
         run.fail(f"{type(exc).__name__}: {exc}")
         raise
     run.succeed({"name": Path(args.onnx).stem, "task": meta.task, "primary": metrics["primary"],
                  "onnx": [{"kind": "onnx", "path": str(args.onnx), "metrics": metrics}]})
-    _log(f"{metrics['primary']}={100 * metrics[metrics['primary']]:.2f}% -> {Path(args.out) / 'metrics.json'}")
+    line = f"{metrics['primary']}={100 * metrics[metrics['primary']]:.2f}% -> {Path(args.out) / 'metrics.json'}"
+    _log(line)
+    append_log(args.out, line)
     return 0
+
+
+def _file_sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def cmd_export(argv):
@@ -272,6 +320,7 @@ def cmd_export(argv):
     p.add_argument("--atol", type=float, default=1e-3, help="max |onnx - torch| accepted")
     _add_data(p, required=False)
     p.add_argument("--seed", type=int, default=0)
+    _add_trust(p)
     args = p.parse_args(argv)
     from robot_compress.compress.export import export_onnx
     from robot_compress.compress.pipeline import build_model, load_data
@@ -279,9 +328,9 @@ def cmd_export(argv):
     output = Path(args.output)
     if output.suffix != ".onnx":
         raise UsageError(f"--output must end in .onnx, got {output}")
-    student, recorded = _from_checkpoint(args.checkpoint, args.model)
+    student, recorded = _from_checkpoint(args.checkpoint, args.model, args.trust_checkpoint)
     data = load_data(rc.DataSpec.model_validate(_data_spec(args, recorded)))
-    built = build_model(rc.ModelSpec.model_validate(student), data.info, "model")
+    built = build_model(rc.ModelSpec.model_validate(student), data.info, "model", trust=args.trust_checkpoint)
     recipe_name = ((built.checkpoint.get("config") or {}).get("name")) or f"export of {args.checkpoint}"
     res = export_onnx(built.model, output, data.info, model_id=args.model_id or output.stem, recipe=recipe_name,
                       opset=args.opset, atol=args.atol, seed=args.seed)
@@ -302,7 +351,7 @@ def cmd_quantize(argv):
     args = p.parse_args(argv)
 
     from robot_compress.compress.pipeline import load_data
-    from robot_compress.compress.quantize import calibration_arrays, quantize_onnx
+    from robot_compress.compress.quantize import calibration_arrays, max_abs_diff, quantize_onnx, write_quantized_card
     from robot_compress.runtime.engine import read_metadata
 
     meta = read_metadata(args.onnx)
@@ -312,31 +361,53 @@ def cmd_quantize(argv):
     arrays = calibration_arrays(data.train, args.samples, spec.get("seed", 0))
     quantize_onnx(args.onnx, args.output, arrays, per_channel=not args.per_tensor,
                   float_first_last=not args.quantize_all)
-    _log(f"wrote {args.output} ({len(arrays)} calibration images drawn across the training split)")
+    diff = max_abs_diff(args.output, arrays, fp32_path=args.onnx)
+    card = write_quantized_card(args.output, args.onnx, diff, reference=f"{Path(args.onnx).name} (float ONNX)")
+    _log(f"wrote {args.output} ({len(arrays)} calibration images drawn across the training split; max |INT8 - "
+         f"float| = {diff:.3g}){f', card {card.name}' if card else ''}")
     return 0
 
 
+def _add_overrides(p: argparse.ArgumentParser):
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value before validation (repeatable): dotted keys, 0-based list "
+                        "indices, YAML values, e.g. --set stages.2.amount=0.9 --set dataset.train_subset=500")
+
+
 def cmd_run(argv):
-    p = _parser("run", "Run a whole pipeline from a recipe YAML (config/recipes/*.yaml). Rerunning into the "
-                       "same output dir resumes from the stage checkpoints.")
-    p.add_argument("recipe", help="recipe YAML")
+    p = _parser("run", "Run a whole pipeline from a recipe YAML (config/recipes/*.yaml). Rerunning the same recipe "
+                       "into the same output dir resumes from the stage checkpoints; a dir holding a run of "
+                       "anything else is refused untouched (see --resume/--restart).")
+    p.add_argument("recipe", help="recipe YAML (its relative paths are relative to the file)")
     p.add_argument("--out", help="output dir (default: the recipe's output_dir, else runs/<name>)")
     p.add_argument("--train-only", action="store_true",
                    help="stop before the export/quantize/evaluate stages (train on a GPU machine, then rerun "
                         "without this flag on the target CPU: training resumes as done)")
+    _add_overrides(p)
+    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and output dir, run nothing")
+    _add_run_control(p)
     args = p.parse_args(argv)
     from robot_compress.compress.pipeline import run_recipe
 
-    recipe = rc.load_recipe(args.recipe)
-    out = args.out or _default_out(recipe, args.recipe)
-    metrics = run_recipe(recipe, out, log=_log, train_only=args.train_only)
-    if metrics is not None:
-        _log(f"metrics: {_headline(metrics)} -> {Path(out) / 'metrics.json'}")
+    recipe = rc.load_recipe(args.recipe, args.overrides)
+    out = args.out or _default_out(recipe)
+    if args.dry_run:
+        _print_dry_run(recipe, out)
+        return 0
+    run_recipe(recipe, out, log=_log, train_only=args.train_only, mode=_mode(args),
+               trust_checkpoints=args.trust_checkpoint)
     return 0
 
 
-def _default_out(recipe: rc.Recipe, recipe_path: str) -> str:
+def _default_out(recipe: rc.Recipe) -> str:
     return recipe.output_dir or str(Path("runs") / recipe.name)
+
+
+def _print_dry_run(recipe: rc.Recipe, out: str) -> None:
+    import yaml
+
+    print(f"# resolved recipe (paths relative to {Path.cwd()}); output dir: {out}")
+    print(yaml.safe_dump(rc.dump_recipe(recipe), sort_keys=False, default_flow_style=None), end="", flush=True)
 
 
 def cmd_sweep(argv):
@@ -347,11 +418,14 @@ def cmd_sweep(argv):
     p.add_argument("--criteria", nargs="+", default=list(rc.CRITERIA), choices=rc.CRITERIA)
     p.add_argument("--amounts", nargs="+", type=_amount, default=[0.0, 0.5, 0.7, 0.9])
     p.add_argument("--kd", nargs="+", choices=("on", "off"), default=["on", "off"])
+    _add_overrides(p)
+    _add_run_control(p)
     args = p.parse_args(argv)
     from robot_compress.compress.sweep import run_sweep
 
-    recipe = rc.load_recipe(args.recipe)
-    cells = run_sweep(recipe, args.out, args.criteria, args.amounts, [k == "on" for k in args.kd], log=_log)
+    recipe = rc.load_recipe(args.recipe, args.overrides)
+    cells = run_sweep(recipe, args.out, args.criteria, args.amounts, [k == "on" for k in args.kd], log=_log,
+                      mode=_mode(args), trust_checkpoints=args.trust_checkpoint)
     _log(f"{len(cells)} cells in {args.out}; tables: robot-compress report {args.out} --out {args.out}/report")
     return 0
 
@@ -400,14 +474,44 @@ def _bad_input_errors() -> tuple:
     return tuple(errors)
 
 
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT and SIGTERM raise runinfo.Interrupted, so a run stops cleanly between two Python steps (the last
+    checkpoint stays whole: writes are atomic); a second signal while it stops is ignored."""
+    from robot_compress.compress.runinfo import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(command: str, argv: list[str]) -> int:
+    from robot_compress.compress.runinfo import signal_name
+
     if command not in COMMANDS:
         print(f"robot-compress: unknown toolkit command {command!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return COMMANDS[command](list(argv))
+        with _stop_on_signals():
+            return COMMANDS[command](list(argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through runinfo.Interrupted
+        print(f"robot-compress {command}: interrupted by {signal_name(exc)}; finished epochs are kept, rerun the "
+              "same command to resume", file=sys.stderr, flush=True)
+        return getattr(exc, "exit_code", 130)
     except _bad_input_errors() as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"robot-compress {command}: error: {message}", file=sys.stderr)

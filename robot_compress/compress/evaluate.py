@@ -6,6 +6,7 @@ agree to float rounding; segmentation is scored at model input resolution.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,16 @@ def _check_nonempty(dataset, what: str):
         raise EvaluationError(f"{what} dataset is empty: nothing to evaluate")
 
 
-def evaluate_loader(model, loader, info, device) -> dict:
+def evaluate_loader(model, loader, info, device, log: Callable[[str], None] | None = None) -> dict:
+    """Metrics of `model` over `loader`; with `log`, progress lines when not on a terminal."""
     import torch
+
+    from robot_compress.compress.progress import track
 
     model.eval()
     meter = _meter(info.task, len(info.labels), info.ignore_index)
     with torch.no_grad():
-        for images, targets in loader:
+        for images, targets in track(loader, "evaluate", log=log):
             logits = model(images.to(device))
             _check_logits(logits.shape, info, images.shape)
             if info.task == "classification":
@@ -83,30 +87,34 @@ def _check_logits(shape, info, input_shape):
         )
 
 
-def evaluate_torch(model, dataset, info, batch_size: int = 64, device=None) -> dict:
+def evaluate_torch(model, dataset, info, batch_size: int = 64, device=None,
+                   log: Callable[[str], None] | None = None) -> dict:
     from robot_compress.compress.train import make_loader, pick_device
 
     _check_nonempty(dataset, "evaluation")
     device = device or pick_device()
     model.to(device)
-    return evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), info, device)
+    return evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), info, device, log=log)
 
 
-def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1, at_frame_size: bool = False) -> dict:
+def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1, at_frame_size: bool = False,
+                  log: Callable[[str], None] | None = None) -> dict:
     """Score an ONNX model through the robot's own Engine, one RGB uint8 frame at a time.
 
     `raw_dataset` yields (HxWx3 uint8 RGB, target) — the dataset loaded with raw_uint8=True. By default frames
     must come at the model input size (another size is an error rather than a silent extra resize). With
     `at_frame_size` (segmentation) frames come at the camera's size and are scored exactly as the node
-    publishes masks: `Engine.infer` resizes the frame in and the mask back to the frame's size.
+    publishes masks: `Engine.infer` resizes the frame in and the mask back to the frame's size. With `log`,
+    progress lines when not on a terminal.
     """
+    from robot_compress.compress.progress import track
     from robot_compress.runtime.engine import Engine
 
     _check_nonempty(raw_dataset, "evaluation")
     engine = Engine(path, threads=threads)
     meta = engine.meta
     meter = _meter(meta.task, meta.num_classes, meta.ignore_index)
-    for i in range(len(raw_dataset)):
+    for i in track(range(len(raw_dataset)), f"evaluate {Path(path).name}", log=log, unit="frame"):
         rgb, target = raw_dataset[i]
         rgb = np.asarray(rgb)
         if at_frame_size and meta.task == "segmentation":

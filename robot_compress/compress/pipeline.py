@@ -1,8 +1,10 @@
 """Run a recipe: stages in order on one current model, everything recorded in the output dir.
 
 Stage checkpoints live in `<out>/checkpoints/NN_<stage>_<role>.pt`; rerunning the same recipe into the same
-dir resumes each training stage from its checkpoint (finished stages train nothing). The final
-`metrics.json` is written only when every stage succeeded.
+dir resumes each training stage from its checkpoint (finished stages train nothing). Whether the dir may be
+used at all is decided before anything in it is touched (`reuse.check_output_dir`, stage fingerprints from
+`fingerprint.py`). The final `metrics.json` is written only when every stage succeeded. SIGINT/SIGTERM mark
+the run `interrupted` (run.json); a rerun resumes from the last finished epoch.
 """
 from __future__ import annotations
 
@@ -160,17 +162,20 @@ class Built:
     name: str
     cfg: dict
     checkpoint: dict = field(default_factory=dict)
+    weights: str | None = None  # hash of the weights loaded from spec.checkpoint (None: built from the seed)
 
 
-def build_model(spec: rc.ModelSpec, info, role: str) -> Built:
-    """Build (and load) a teacher/student for `info`, checking class count and input size up front."""
+def build_model(spec: rc.ModelSpec, info, role: str, trust: bool = False) -> Built:
+    """Build (and load) a teacher/student for `info`, checking class count and input size up front.
+    `trust` (the user's --trust-checkpoint) allows a checkpoint that needs more than weights_only loading."""
+    from robot_compress.compress.fingerprint import weights_hash
     from robot_compress.compress.models import get_model, load_user_model, model_task
     from robot_compress.compress.train import load_weights, read_checkpoint
 
     num_classes = len(info.labels)
     h, w = info.input_size
     if spec.checkpoint:
-        state = read_checkpoint(spec.checkpoint)
+        state = read_checkpoint(spec.checkpoint, trust=trust)
         if state.get("num_classes") not in (None, num_classes):
             raise PipelineError(
                 f"{role} checkpoint {spec.checkpoint} has {state['num_classes']} classes but the dataset has "
@@ -190,9 +195,10 @@ def build_model(spec: rc.ModelSpec, info, role: str) -> Built:
                 f"{role} model {spec.model!r} is a {model_task(spec.model)} model but the dataset is {info.task}"
             )
         model = get_model(spec.model, num_classes, **spec.cfg)
-    ckpt = load_weights(model, spec.checkpoint) if spec.checkpoint else {}
+    ckpt = load_weights(model, spec.checkpoint, trust=trust) if spec.checkpoint else {}
+    weights = weights_hash(model) if spec.checkpoint else None
     check_model_fits(model, info, role, spec.model)
-    return Built(model, spec.model, dict(spec.cfg), ckpt)
+    return Built(model, spec.model, dict(spec.cfg), ckpt, weights)
 
 
 def check_model_fits(model: nn.Module, info, role: str, name: str) -> None:
@@ -240,22 +246,76 @@ class State:
     kd_used: bool = False
     teacher_cache: nn.Module | None = None
     class_weights: dict = field(default_factory=dict)  # scheme -> per-class weights, counted once per run
+    fingerprints: list = field(default_factory=list)  # one per stage (fingerprint.stage_fingerprints)
+    run_fingerprint: str = ""
 
 
-def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print) -> State:
-    """Everything that can reject the input, done before the output dir is touched."""
+def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print,
+            trust_checkpoints: bool = False, data: Data | None = None) -> State:
+    """Everything that can reject the input, done before the output dir is touched. `data`: splits already
+    loaded for this recipe's dataset spec (a sweep loads them once for all its cells)."""
+    from robot_compress.compress import fingerprint as fp
     from robot_compress.compress.train import device_label, pick_device, seed_everything
 
     seed_everything(recipe.seed)
-    data = load_data(recipe.dataset)
-    teacher = build_model(recipe.teacher, data.info, "teacher") if recipe.teacher else None
-    student = build_model(recipe.student, data.info, "student")
-    run = RunDir(out_dir, "run", rc.dump_recipe(recipe), recipe.seed)
+    data = data if data is not None else load_data(recipe.dataset)
+    teacher = build_model(recipe.teacher, data.info, "teacher", trust_checkpoints) if recipe.teacher else None
+    student = build_model(recipe.student, data.info, "student", trust_checkpoints)
+    dump = rc.dump_recipe(recipe)
+    weights = {"teacher": teacher.weights if teacher else None, "student": student.weights}
+    fingerprints = fp.stage_fingerprints(dump, data.info.fingerprint, weights)
+    run_fp = fp.run_fingerprint(dump, data.info.fingerprint, weights)
+    run = RunDir(out_dir, "run", dump, recipe.seed)
     run.add_seed("data_split", recipe.dataset.seed)
     run.info["dataset_fingerprint"] = data.info.fingerprint
+    run.info["fingerprint"] = {"run": run_fp, "stages": fingerprints, "weights": weights}
     device = pick_device(recipe.device)
     run.info["host"]["device"] = device_label(device)
-    return State(recipe, Path(out_dir), run, data, device, student, teacher, log)
+    return State(recipe, Path(out_dir), run, data, device, student, teacher, log, fingerprints=fingerprints,
+                 run_fingerprint=run_fp)
+
+
+# ---------------------------------------------------------------------------------------------- fit plan
+
+
+@dataclass
+class FitPlan:
+    """One training run of `fit`: its checkpoint file, stage config (stored in the checkpoint) and fingerprint."""
+    checkpoint: str
+    config: dict
+    fingerprint: str
+    seed: int
+
+
+def fit_plan(state: State, stage, index: int, role: str, fingerprint: str) -> FitPlan:
+    built = _teacher(state) if role == "teacher" else state.student
+    # The config dict is what checkpoints stored before fingerprints existed: keep it as it was, so their
+    # settings can still be compared (train.check_resumable).
+    config = {"recipe": state.recipe.name, "stage": stage.model_dump(mode="json", exclude={"epochs"}), "role": role,
+              "model": built.name, "model_cfg": built.cfg, "seed": state.recipe.seed,
+              "dataset_fingerprint": state.data.info.fingerprint, "epochs": stage.epochs}
+    return FitPlan(f"{index:02d}_{stage.stage}_{role}.pt", config, fingerprint, state.recipe.seed + index)
+
+
+def _between_steps(stage: rc.PruneStage) -> rc.FinetuneStage:
+    return rc.FinetuneStage(stage="finetune", epochs=stage.epochs_between)
+
+
+def fit_plans(state: State) -> list[FitPlan]:
+    """Every training run the recipe makes, in order (an iterative prune stage fine-tunes between steps)."""
+    from robot_compress.compress.fingerprint import substep_fingerprint
+
+    plans = []
+    for index, stage in enumerate(state.recipe.stages):
+        fp = state.fingerprints[index]
+        if stage.stage == "train":
+            plans.append(fit_plan(state, stage, index, stage.model, fp))
+        elif stage.stage in ("distill", "finetune"):
+            plans.append(fit_plan(state, stage, index, "student", fp))
+        elif stage.stage == "prune" and stage.steps > 1 and stage.epochs_between > 0:
+            plans += [fit_plan(state, _between_steps(stage), index * 100 + step, "student",
+                               substep_fingerprint(fp, step)) for step in range(stage.steps - 1)]
+    return plans
 
 
 # Stages that only read the trained model: `run --train-only` leaves them to a later run of the recipe.
@@ -263,46 +323,75 @@ AFTER_TRAINING = ("export", "quantize", "evaluate")
 
 
 def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] = print,
-               train_only: bool = False) -> dict | None:
+               train_only: bool = False, mode: str = "auto", trust_checkpoints: bool = False,
+               data: Data | None = None) -> dict | None:
     """Run every stage; with train_only, stop before the export/quantize/evaluate stages (returns None).
+
+    `mode` (reuse.MODES): `auto` starts fresh or resumes an earlier run of the same recipe and refuses a dir
+    holding anything else; `resume` insists on an earlier run; `restart` discards it first. A refused run
+    raises ResumeError before the dir is touched.
 
     A train-only run on a GPU machine followed by a full run of the same recipe into the same dir on the
     robot's kind of CPU trains once (the second run resumes every training stage) and exports, quantizes
     and times the models where they will run.
     """
-    state = prepare(recipe, out_dir, log)
-    state.run.start()
+    from robot_compress.compress.reuse import check_output_dir, clear_previous_run
+
+    state = prepare(recipe, out_dir, log, trust_checkpoints=trust_checkpoints, data=data)
+    expected = {plan.checkpoint: (plan.fingerprint, plan.config) for plan in fit_plans(state)}
+    outcome = check_output_dir(state.out, state.run_fingerprint, expected, mode)
+    # Past this point the dir is ours: everything that could refuse the run has been checked.
     state.log = _tee(log, state.out / "log.txt")
+    if outcome == "restart":
+        state.out.mkdir(parents=True, exist_ok=True)
+        clear_previous_run(state.out, state.log)
+    state.run.start()
+    if outcome == "resume":
+        state.log(f"[{recipe.name}] resuming the earlier run in {state.out} (same recipe, data and weights)")
     try:
         for index, stage in enumerate(recipe.stages):
             if train_only and stage.stage in AFTER_TRAINING:
                 state.run.stop(f"stopped before stage {index + 1} ({stage.stage}): --train-only")
-                log(f"[{recipe.name}] --train-only: stopped before stage {index + 1}/{len(recipe.stages)} "
-                    f"({stage.stage}); rerun without it to finish")
+                state.log(f"[{recipe.name}] --train-only: stopped before stage {index + 1}/{len(recipe.stages)} "
+                          f"({stage.stage}); rerun without it to finish")
                 return None
             t0 = time.perf_counter()
-            log(f"[{recipe.name}] stage {index + 1}/{len(recipe.stages)}: {stage.stage}")
+            state.log(f"[{recipe.name}] stage {index + 1}/{len(recipe.stages)}: {stage.stage}")
             entry = STAGES[stage.stage](state, stage, index)
             seconds = time.perf_counter() - t0
             state.run.record_time(f"{index:02d}_{stage.stage}", seconds)
             state.results.setdefault("stages", []).append({"stage": stage.stage, "seconds": round(seconds, 3),
                                                             **(entry or {})})
         metrics = summarize(state)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through runinfo.Interrupted
+        from robot_compress.compress.runinfo import append_log, signal_name
+
+        state.run.interrupt(signal_name(exc))
+        append_log(state.out, f"interrupted by {signal_name(exc)}: rerun the same command to resume")
+        raise
     except BaseException as exc:
+        from robot_compress.compress.runinfo import append_log
+
         state.run.fail(f"{type(exc).__name__}: {exc}")
+        append_log(state.out, f"error: {' '.join(str(exc).split()) or type(exc).__name__}")
         raise
     state.run.succeed(metrics)
+    state.log(f"metrics: {headline(metrics)} -> {state.out / 'metrics.json'}")
     return metrics
+
+
+def headline(metrics: dict) -> str:
+    m = metrics["student"]["metrics"]
+    return f"{metrics['primary']}={100 * m[metrics['primary']]:.2f}%"
 
 
 def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
     """Log to the caller and append to the run's log.txt (which survives reruns: resume shows up there)."""
-    from robot_compress.compress.runinfo import utc_now
+    from robot_compress.compress.runinfo import append_log
 
     def both(msg: str) -> None:
         log(msg)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{utc_now()} {msg}\n")
+        append_log(path.parent, msg)
 
     return both
 
@@ -324,22 +413,21 @@ def class_weights(state: State, stage):
     return state.class_weights[scheme]
 
 
-def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None, teacher=None) -> dict:
+def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None, teacher=None,
+         fingerprint: str | None = None) -> dict:
     from robot_compress.compress.train import fit, task_loss
 
-    config = {"recipe": state.recipe.name, "stage": stage.model_dump(mode="json", exclude={"epochs"}), "role": role,
-              "model": built.name, "model_cfg": built.cfg, "seed": state.recipe.seed,
-              "dataset_fingerprint": state.data.info.fingerprint, "epochs": stage.epochs}
+    plan = fit_plan(state, stage, index, role, fingerprint or state.fingerprints[index])
     if loss_fn is None:
         loss_fn = task_loss(state.data.info, class_weights(state, stage))
     result = fit(built.model, state.data.train, state.data.val, state.data.info,
-                 out_dir=state.out / "checkpoints", checkpoint_name=f"{index:02d}_{stage.stage}_{role}.pt",
-                 epochs=stage.epochs, config=config, model_name=built.name, model_cfg=built.cfg, loss_fn=loss_fn,
+                 out_dir=state.out / "checkpoints", checkpoint_name=plan.checkpoint,
+                 epochs=stage.epochs, config=plan.config, model_name=built.name, model_cfg=built.cfg, loss_fn=loss_fn,
                  optimizer=stage.optimizer, lr=stage.lr, momentum=stage.momentum, weight_decay=stage.weight_decay,
-                 batch_size=stage.batch_size, scheduler=stage.scheduler, seed=state.recipe.seed + index,
+                 batch_size=stage.batch_size, scheduler=stage.scheduler, seed=plan.seed,
                  device=state.device, teacher=teacher, role=role, log=state.log,
                  loaders=state.data.loaders(state.device), precision=state.recipe.precision,
-                 val_every=getattr(stage, "val_every", 1))
+                 val_every=getattr(stage, "val_every", 1), fingerprint=plan.fingerprint)
     _save_role(state, built, role)
     steps = state.results.get("pruning_steps")
     if role == "student" and steps and "metrics" not in steps[-1]:
@@ -418,10 +506,12 @@ def _score_before_pruning(state: State) -> None:
 
     if "student_before_pruning" not in state.results:
         state.results["student_before_pruning"] = evaluate_torch(state.student.model, state.data.val,
-                                                                 state.data.info, device=state.device)
+                                                                 state.data.info, device=state.device, log=state.log)
 
 
 def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
+    from robot_compress.compress.evaluate import evaluate_torch
+    from robot_compress.compress.fingerprint import substep_fingerprint
     from robot_compress.compress.pruning import iterative_schedule, prune_model
 
     model = state.student.model
@@ -429,15 +519,20 @@ def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
     targets = list(iterative_schedule(stage.amount, stage.steps)) if stage.steps > 1 else [stage.amount]
     report = {}
     for step, amount in enumerate(targets):
-        report = prune_model(model, stage.criterion, float(amount), state.recipe.seed)
+        report = prune_model(model, stage.criterion, float(amount), state.recipe.seed,
+                             ignored_layers=stage.ignored_layers, max_layer_sparsity=stage.max_layer_sparsity,
+                             warn=lambda msg: state.log(f"warning: {msg}"))
         if step < len(targets) - 1 and stage.epochs_between > 0:
-            between = rc.FinetuneStage(stage="finetune", epochs=stage.epochs_between)
-            _fit(state, state.student, between, index * 100 + step, "student")
+            _fit(state, state.student, _between_steps(stage), index * 100 + step, "student",
+                 fingerprint=substep_fingerprint(state.fingerprints[index], step))
+    # The paper's no-retrain curve: the accuracy right after pruning, before any fine-tuning recovers it.
+    after = evaluate_torch(model, state.data.val, state.data.info, device=state.device, log=state.log)
     state.results["pruning"] = {"criterion": stage.criterion, "amount": stage.amount, "steps": stage.steps,
-                                "report": _jsonable(report)}
-    state.results.setdefault("pruning_steps", []).append({"criterion": stage.criterion, "amount": stage.amount})
+                                "after_pruning": after, "report": _jsonable(report)}
+    state.results.setdefault("pruning_steps", []).append({"criterion": stage.criterion, "amount": stage.amount,
+                                                          "after_pruning": after})
     _save_role(state, state.student, "student")
-    return {"criterion": stage.criterion, "amount": stage.amount}
+    return {"criterion": stage.criterion, "amount": stage.amount, "after_pruning": after}
 
 
 def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dict:
@@ -495,7 +590,7 @@ def _export_fp16_weights(state: State, res) -> None:
 
 def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
 
-    from robot_compress.compress.quantize import calibration_arrays, quantize_onnx
+    from robot_compress.compress.quantize import calibration_arrays, max_abs_diff, quantize_onnx, write_quantized_card
 
     fp32 = [e for e in state.exported if e["kind"] == "fp32"]
     if not fp32:
@@ -504,9 +599,12 @@ def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
     arrays = calibration_arrays(state.data.train, stage.calibration_samples, state.recipe.seed)
     dst = src.with_name(src.stem + "_int8.onnx")
     quantize_onnx(src, dst, arrays, per_channel=stage.per_channel, float_first_last=stage.float_first_last)
+    diff = max_abs_diff(dst, arrays, reference=state.student.model)
+    state.student.model.to(state.device)
+    write_quantized_card(dst, src, diff, reference="the torch model")
     state.exported.append({"kind": "int8", "path": dst.name, "params": fp32[-1]["params"],
-                           "sparsity": fp32[-1]["sparsity"]})
-    return {"path": dst.name}
+                           "sparsity": fp32[-1]["sparsity"], "max_abs_diff": diff})
+    return {"path": dst.name, "max_abs_diff": diff}
 
 
 def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
@@ -514,15 +612,17 @@ def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
     from robot_compress.compress.export import update_card_metrics
 
     info = state.data.info
-    torch_metrics = evaluate_torch(state.student.model, state.data.val, info, stage.batch_size, state.device)
+    torch_metrics = evaluate_torch(state.student.model, state.data.val, info, stage.batch_size, state.device,
+                                   log=state.log)
     state.results["student_final"] = torch_metrics
     state.results["skip_teacher"] = not stage.teacher
     if state.teacher is not None and stage.teacher:
         state.results["teacher_final"] = evaluate_torch(state.teacher.model, state.data.val, info,
-                                                        stage.batch_size, state.device)
+                                                        stage.batch_size, state.device, log=state.log)
     if stage.onnx:
         for entry in state.exported:
-            m = evaluate_onnx(state.out / entry["path"], state.data.raw_val(), at_frame_size=state.data.at_frame_size)
+            m = evaluate_onnx(state.out / entry["path"], state.data.raw_val(), at_frame_size=state.data.at_frame_size,
+                              log=state.log)
             if stage.latency_runs:
                 m.update(engine_latency(state.out / entry["path"], state.data.raw_val()[0][0], stage.latency_runs))
             entry["metrics"] = m

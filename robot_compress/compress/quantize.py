@@ -9,8 +9,10 @@ Calibration items should be drawn across the whole training set (`calibration_in
 often stored class by class, and the first N items would calibrate on one class.
 
 The runtime metadata contract (ONNX metadata_props) of the fp32 model is copied to the INT8 model and
-a `quantization` entry (JSON) records how it was made. INT8 is not automatically faster on every CPU:
-measure it like any other model.
+a `quantization` entry (JSON) records how it was made. When the fp32 model has a model card, the INT8 model
+gets its own (`<name>_int8.json` + `.md`, `write_quantized_card`): the fp32 card's data and parameters, the
+quantization settings, and how far its logits are from the float model's on the calibration inputs. INT8 is
+not automatically faster on every CPU: measure it like any other model.
 """
 from __future__ import annotations
 
@@ -145,3 +147,50 @@ def quantize_onnx(fp32_path, out_path, calibration: Iterable[np.ndarray], per_ch
     onnx.helper.set_model_props(quantized, props)
     onnx.save(quantized, str(out_path))
     return out_path
+
+
+def _onnx_logits(path: Path, batches: list[np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return [sess.run(None, {name: b[i:i + 1]})[0] for b in batches for i in range(b.shape[0])]
+
+
+def max_abs_diff(int8_path, batches: list[np.ndarray], reference=None, fp32_path=None) -> float:
+    """max |INT8 logits - reference logits| over the calibration items; `reference` is the torch model, else
+    the fp32 ONNX model at `fp32_path`."""
+    got = _onnx_logits(Path(int8_path), batches)
+    if reference is not None:
+        import torch
+
+        reference = reference.cpu().eval()
+        with torch.no_grad():
+            want = [reference(torch.from_numpy(b[i:i + 1])).numpy() for b in batches for i in range(b.shape[0])]
+    else:
+        want = _onnx_logits(Path(fp32_path), batches)
+    return float(max(np.max(np.abs(g - w)) for g, w in zip(got, want, strict=True)))
+
+
+def write_quantized_card(int8_path, fp32_path, max_diff: float, reference: str) -> Path | None:
+    """The INT8 model's card beside it, derived from the fp32 model's card (None when that has none): same
+    data, parameters and provenance, the INT8 model_id and file, the `quantization` entry of its metadata, and
+    `export_check` = `max_diff` against `reference` (the evaluate stage adds the metrics later)."""
+    import onnx
+
+    from robot_compress.compress.export import update_card_metrics
+    from robot_compress.compress.runinfo import write_json_atomic
+
+    int8_path, fp32_path = Path(int8_path), Path(fp32_path)
+    source = fp32_path.with_suffix(".json")
+    if not source.is_file():
+        return None
+    card = json.loads(source.read_text(encoding="utf-8"))
+    props = {p.key: p.value for p in onnx.load(str(int8_path), load_external_data=False).metadata_props}
+    card.update(model_id=props.get("model_id") or int8_path.stem, file=int8_path.name,
+                quantization=json.loads(props.get("quantization", "{}")), metrics={},
+                export_check={"max_abs_diff_vs_torch": max_diff, "reference": reference,
+                              "inputs": "the calibration items"})
+    write_json_atomic(int8_path.with_suffix(".json"), card)
+    update_card_metrics(int8_path, {})  # renders the markdown card from the JSON
+    return int8_path.with_suffix(".json")

@@ -3,7 +3,9 @@
 - Table 2 (classification KD): teacher accuracy -> student accuracy, with and without KD.
 - Accuracy vs % pruned: one column per criterion, one table per (task, KD setting).
 - Table 3 (segmentation): pixel accuracy, mIoU and parameters per run.
-- Plots: accuracy vs % pruned (one line per criterion, dashed = no KD), accuracy vs effective parameters.
+- Plots: accuracy vs % pruned and vs effective parameters. One colour per criterion in every plot (solid = KD,
+  dashed = no KD, dotted = right after pruning, before fine-tuning: the paper's no-retrain curve), with the
+  teacher and the unpruned (0 %) student as horizontal reference lines.
 Accuracies are printed in percent (the meters store fractions).
 """
 from __future__ import annotations
@@ -96,19 +98,59 @@ def pruning_series(runs: list[dict]) -> dict:
     return {k: {c: sorted(v) for c, v in crit.items()} for k, crit in series.items()}
 
 
-def table_pruning(series: dict) -> list[str]:
+def no_retrain_series(runs: list[dict]) -> dict:
+    """Like `pruning_series`, with the accuracy measured right after pruning, before any fine-tuning (runs
+    recorded before this was measured have no points)."""
+    series: dict = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        pruning = r.get("pruning") or {}
+        if not pruning.get("after_pruning"):
+            continue
+        key = (r["task"], r["student"]["model"], _kd(r), (r.get("tags") or {}).get("sweep") or r["name"])
+        points = series[key][pruning["criterion"]]
+        for step in (r.get("pruning_steps") or [])[:-1]:
+            if step.get("after_pruning") and step["criterion"] == pruning["criterion"]:
+                points.append((step["amount"], step["after_pruning"][r["primary"]], None))
+        points.append((_amount(r), pruning["after_pruning"][r["primary"]], None))
+    return {k: {c: sorted(v) for c, v in crit.items()} for k, crit in series.items()}
+
+
+def baselines(runs: list[dict]) -> dict:
+    """{(task, student): {"teacher": (model, accuracy) | None, "dense": {kd: accuracy}}}: the reference lines
+    of the pruning plots (the teacher, and the student before pruning = 0 % pruned)."""
+    out: dict = {}
+    for r in runs:
+        entry = out.setdefault((r["task"], r["student"]["model"]), {"teacher": None, "dense": {}})
+        teacher = r.get("teacher")
+        if teacher and entry["teacher"] is None:
+            entry["teacher"] = (teacher["model"], teacher["metrics"][r["primary"]])
+        before = r["student"].get("before_pruning")
+        if before and r.get("pruning"):
+            entry["dense"].setdefault(_kd(r), before[r["primary"]])
+        elif not r.get("pruning") and not r.get("structured"):
+            entry["dense"].setdefault(_kd(r), r["student"]["metrics"][r["primary"]])
+    return out
+
+
+def table_pruning(series: dict, no_retrain: dict | None = None) -> list[str]:
     out = []
-    for (task, student, kd, source), crit in sorted(series.items()):
+    for key, crit in sorted(series.items()):
+        task, student, kd, source = key
         metric = "top-1 %" if task == "classification" else "pixel accuracy %"
         names = sorted(crit)
+        raw = (no_retrain or {}).get(key, {})
+        raw_names = sorted(raw)
         amounts = sorted({a for pts in crit.values() for a, _, _ in pts})
         out += [f"## Accuracy vs % pruned: {student} ({task}, KD {'on' if kd else 'off'}; {metric}; {source})", "",
-                "| % pruned | " + " | ".join(names) + " | " + " | ".join(f"eff. params ({n})" for n in names) + " |",
-                "|---:|" + "---:|" * (2 * len(names))]
+                "| % pruned | " + " | ".join(names) + " | " + " | ".join(f"eff. params ({n})" for n in names)
+                + "".join(f" | {n} before fine-tuning" for n in raw_names) + " |",
+                "|---:|" + "---:|" * (2 * len(names) + len(raw_names))]
         for a in amounts:
             acc = [next((_pct(v) for x, v, _ in crit[n] if x == a), "") for n in names]
             eff = [next((str(e) for x, _, e in crit[n] if x == a), "") for n in names]
-            out.append(f"| {100 * a:g} | " + " | ".join(acc) + " | " + " | ".join(eff) + " |")
+            before = [next((_pct(v) for x, v, _ in raw[n] if x == a), "") for n in raw_names]
+            out.append(f"| {100 * a:g} | " + " | ".join(acc) + " | " + " | ".join(eff)
+                       + "".join(f" | {b}" for b in before) + " |")
         out.append("")
     return out
 
@@ -215,7 +257,43 @@ def table_runs(runs: list[dict]) -> list[str]:
     return out + [""]
 
 
-def plot_series(series: dict, out_dir: Path) -> list[Path]:
+# One colour per criterion in every plot, with or without KD (the paper's three first, in its order).
+CRITERION_COLORS = {"random": "tab:blue", "class-uniform": "tab:orange", "class-blind": "tab:green"}
+_SPARE_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def criterion_color(name: str) -> str:
+    if name in CRITERION_COLORS:
+        return CRITERION_COLORS[name]
+    return _SPARE_COLORS[sum(name.encode()) % len(_SPARE_COLORS)]  # stable across runs and plots
+
+
+def draw_pruning_plot(ax, per_kd: dict, kind: str, raw: dict | None = None, reference: dict | None = None) -> None:
+    """One accuracy-vs-pruning plot on `ax`. per_kd/raw: {(kd, source): {criterion: points}} after fine-tuning
+    and right after pruning; reference: a `baselines` entry (teacher and 0 % lines)."""
+    several = len({source for _, source in per_kd}) > 1
+    for (kd, source), crit in sorted(per_kd.items(), reverse=True):
+        for name, pts in sorted(crit.items()):
+            xs = [100 * a if kind == "pruned" else e for a, _, e in pts]
+            ax.plot(xs, [100 * v for _, v, _ in pts], marker="o", linestyle="-" if kd else "--",
+                    color=criterion_color(name),
+                    label=f"{name} ({'KD' if kd else 'no KD'})" + (f", {source}" if several else ""))
+    if kind == "pruned":
+        for (kd, source), crit in sorted((raw or {}).items(), reverse=True):
+            for name, pts in sorted(crit.items()):
+                ax.plot([100 * a for a, _, _ in pts], [100 * v for _, v, _ in pts], marker=".", linestyle=":",
+                        color=criterion_color(name), alpha=0.8,
+                        label=f"{name} ({'KD' if kd else 'no KD'}, before fine-tuning)"
+                        + (f", {source}" if several else ""))
+    if reference and reference.get("teacher"):
+        model, acc = reference["teacher"]
+        ax.axhline(100 * acc, color="black", linestyle="-.", linewidth=1, label=f"teacher ({model})")
+    for kd, acc in sorted((reference or {}).get("dense", {}).items(), reverse=True):
+        ax.axhline(100 * acc, color="gray", linestyle="-" if kd else "--", linewidth=1,
+                   label=f"0 % pruned ({'KD' if kd else 'no KD'})")
+
+
+def plot_series(series: dict, out_dir: Path, raw: dict | None = None, references: dict | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,26 +301,24 @@ def plot_series(series: dict, out_dir: Path) -> list[Path]:
 
     paths = []
     by_task: dict = defaultdict(dict)
+    raw_by_task: dict = defaultdict(dict)
     for (task, student, kd, source), crit in series.items():
         by_task[(task, student)][(kd, source)] = crit
+    for (task, student, kd, source), crit in (raw or {}).items():
+        raw_by_task[(task, student)][(kd, source)] = crit
     for (task, student), per_kd in sorted(by_task.items()):
         label = "top-1 accuracy (%)" if task == "classification" else "pixel accuracy (%)"
         for kind, xlabel in (("pruned", "% of weights pruned"), ("effective", "effective parameters")):
             fig, ax = plt.subplots(figsize=(6, 4))
-            several = len({source for _, source in per_kd}) > 1
-            for (kd, source), crit in sorted(per_kd.items(), reverse=True):
-                for name, pts in sorted(crit.items()):
-                    xs = [100 * a if kind == "pruned" else e for a, _, e in pts]
-                    ys = [100 * v for _, v, _ in pts]
-                    ax.plot(xs, ys, marker="o", linestyle="-" if kd else "--",
-                            label=f"{name} ({'KD' if kd else 'no KD'})" + (f", {source}" if several else ""))
+            draw_pruning_plot(ax, per_kd, kind, raw_by_task.get((task, student)),
+                              (references or {}).get((task, student)))
             if kind == "effective":
                 ax.invert_xaxis()
             ax.set_xlabel(xlabel)
             ax.set_ylabel(label)
             ax.set_title(f"{student}: accuracy vs {xlabel}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
             fig.tight_layout()
             path = out_dir / f"{task}_{student}_acc_vs_{kind}.png"
             fig.savefig(path, dpi=100)
@@ -256,11 +332,12 @@ def write_report(run_paths, out_dir) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     series = pruning_series(runs)
-    plots = plot_series(series, out) if series else []
+    raw = no_retrain_series(runs)
+    plots = plot_series(series, out, raw, baselines(runs)) if series else []
     lines = ["# robot_compress report", "",
              f"{len(runs)} finished run(s); numbers read from each run's metrics.json "
              f"(commits: {', '.join(sorted({r.get('commit', 'unknown')[:10] for r in runs}))}).", ""]
-    lines += table_kd(runs) + table_pruning(series) + table_segmentation(runs) + table_runs(runs)
+    lines += table_kd(runs) + table_pruning(series, raw) + table_segmentation(runs) + table_runs(runs)
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["## Runs", "", "| run | dir | dataset fingerprint |", "|---|---|---|"]

@@ -1,16 +1,21 @@
 """Output-dir bookkeeping: what made a run (recipe, commit, dataset fingerprint, seeds) and what it gave.
 
 Layout of a run dir:
-    run.json       command, resolved config, commit, fingerprint, seeds, status, timings (rewritten as it goes)
+    run.json       command, resolved config, commit, fingerprints, seeds, status (running | succeeded | failed |
+                   stopped | interrupted), timings (rewritten as it goes)
     recipe.yaml    the resolved recipe/config (same content as run.json["config"])
     metrics.json   written atomically ONLY when the run succeeded; report/sweep read nothing else as results
     FAILED         present when the run stopped with an error (contains the message)
+
+Every file is written through a temp file + rename, so an interrupted write never leaves half a file. Nothing
+here is touched before `start()`, which a run calls only once everything that can refuse it has been checked.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -20,6 +25,23 @@ RUN_SCHEMA = "robot_compress/run/1"
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
 FAILED_FILE = "FAILED"
+LOG_FILE = "log.txt"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: stop now, keep every finished epoch, mark the run `interrupted`."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def signal_name(exc: BaseException) -> str:
+    return signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -36,14 +58,29 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write JSON through a temp file + rename, so readers never see half a file."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text through a temp file + rename, so readers never see half a file (nor does an interruption
+    leave one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(path: str | Path, data) -> Path:
+    """Write JSON through a temp file + rename, so readers never see half a file."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def append_log(out_dir: str | Path, message: str) -> None:
+    """One timestamped line in the run's log.txt (appended: resumes and restarts show up there)."""
+    with open(Path(out_dir) / LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(f"{utc_now()} {message}\n")
 
 
 def _jsonable(obj):
@@ -85,6 +122,7 @@ class RunDir:
         self._t0 = time.perf_counter()
 
     def start(self) -> RunDir:
+        """Take the dir over. Call only after every check that can refuse the run has passed."""
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / FAILED_FILE).unlink(missing_ok=True)
         (self.path / METRICS_FILE).unlink(missing_ok=True)  # a rerun's result replaces, never mixes with, the old
@@ -95,9 +133,8 @@ class RunDir:
     def _write_recipe(self):
         import yaml
 
-        (self.path / "recipe.yaml").write_text(
-            yaml.safe_dump(self.info["config"], sort_keys=False, default_flow_style=None), encoding="utf-8"
-        )
+        write_text_atomic(self.path / "recipe.yaml",
+                          yaml.safe_dump(self.info["config"], sort_keys=False, default_flow_style=None))
 
     def set_fingerprint(self, fingerprint: str):
         self.info["dataset_fingerprint"] = fingerprint
@@ -135,12 +172,19 @@ class RunDir:
         self.info["finished"] = utc_now()
         self.save()
 
+    def interrupt(self, signame: str):
+        """Mark the dir interrupted (SIGINT/SIGTERM): its checkpoints resume with a rerun of the same command."""
+        self.info["status"] = "interrupted"
+        self.info["error"] = f"interrupted by {signame}"
+        self.info["finished"] = utc_now()
+        if self.path.is_dir():
+            self.save()
+
     def fail(self, message: str):
-        """Mark the dir failed; whatever checkpoints it holds are not results (metrics.json is absent)."""
+        """Mark the dir failed; whatever checkpoints it holds are not results (start() removed metrics.json)."""
         self.info["status"] = "failed"
         self.info["error"] = message
         self.info["finished"] = utc_now()
         if self.path.is_dir():
             self.save()
-            (self.path / FAILED_FILE).write_text(message + "\n", encoding="utf-8")
-            (self.path / METRICS_FILE).unlink(missing_ok=True)
+            write_text_atomic(self.path / FAILED_FILE, message + "\n")

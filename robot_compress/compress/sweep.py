@@ -5,7 +5,9 @@ student training) runs once per KD setting into `<out>/base-kd` / `<out>/base-no
 distill stage by plain training of the student with the same optimiser settings. Every cell then starts
 from that base's `student.pt` and runs the rest (prune with the cell's criterion and amount, fine-tune,
 export, evaluate) into `<out>/<kd|nokd>/<criterion>/<amount>`. A cell or base whose metrics.json exists is
-skipped, so rerunning an interrupted sweep finishes only what is missing.
+skipped when its run fingerprint matches (same recipe, data and starting weights), so rerunning an interrupted
+sweep finishes only what is missing; a finished dir made by anything else stops the sweep untouched unless
+`mode="restart"` (which reruns every dir).
 
 A recipe with nothing before its prune stage sweeps from its student checkpoint as given (e.g. a student
 already distilled by another recipe, when distilling again would cost hours): the base only scores that
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from robot_compress.compress import recipe as rc
 from robot_compress.compress.runinfo import is_finished, read_json
+from robot_compress.compress.train import RESTART_HINT, ResumeError
 
 
 class SweepError(ValueError):
@@ -79,9 +82,28 @@ def cell_dir(out: Path, kd: bool, criterion: str, amount: float) -> Path:
     return out / ("kd" if kd else "nokd") / criterion / f"{amount:g}"
 
 
+def _reuse_finished(recipe: rc.Recipe, run_dir: Path, data, trust: bool, log: Callable[[str], None]) -> bool:
+    """True when `run_dir` holds a finished run of exactly this recipe (skip it); False when it must run; a
+    finished run of anything else raises ResumeError (nothing in it is touched)."""
+    from robot_compress.compress.pipeline import prepare
+    from robot_compress.compress.reuse import stored_run_fingerprint
+
+    if not is_finished(run_dir):
+        return False
+    stored = stored_run_fingerprint(run_dir)
+    if stored is None:
+        log(f"warning: skip finished {run_dir}: it predates run fingerprints, so its inputs cannot be checked")
+        return True
+    if stored != prepare(recipe, run_dir, log, trust_checkpoints=trust, data=data).run_fingerprint:
+        raise ResumeError(f"{run_dir} holds a finished run of a different configuration; nothing in it was "
+                          f"changed; {RESTART_HINT}")
+    log(f"skip finished {run_dir}")
+    return True
+
+
 def run_sweep(recipe: rc.Recipe, out_dir: str | Path, criteria, amounts, kd_modes=(True, False),
-              log: Callable[[str], None] = print) -> list[dict]:
-    from robot_compress.compress.pipeline import run_recipe
+              log: Callable[[str], None] = print, mode: str = "auto", trust_checkpoints: bool = False) -> list[dict]:
+    from robot_compress.compress.pipeline import load_data, run_recipe
 
     out = Path(out_dir)
     split_at_prune(recipe)
@@ -91,19 +113,22 @@ def run_sweep(recipe: rc.Recipe, out_dir: str | Path, criteria, amounts, kd_mode
     for a in amounts:
         if not 0.0 <= float(a) < 1.0:
             raise SweepError(f"pruning amount must be in [0, 1), got {a}")
+    if mode == "resume" and not out.is_dir():
+        raise ResumeError(f"--resume: {out} holds no earlier sweep to resume")
+    data = load_data(recipe.dataset)  # once for the base and every cell: they share the dataset spec
+    cell_mode = "restart" if mode == "restart" else "auto"  # --resume: each dir resumes or starts fresh
+
+    def run_or_skip(cell: rc.Recipe, run_dir: Path) -> None:
+        if mode == "restart" or not _reuse_finished(cell, run_dir, data, trust_checkpoints, log):
+            run_recipe(cell, run_dir, log=log, mode=cell_mode, trust_checkpoints=trust_checkpoints, data=data)
+
     results = []
     for kd in kd_modes:
         base_dir = out / f"base-{'kd' if kd else 'nokd'}"
-        if is_finished(base_dir):
-            log(f"skip finished {base_dir}")
-        else:
-            run_recipe(base_recipe(recipe, kd), base_dir, log=log)
+        run_or_skip(base_recipe(recipe, kd), base_dir)
         for criterion in criteria:
             for amount in amounts:
                 cdir = cell_dir(out, kd, criterion, float(amount))
-                if is_finished(cdir):
-                    log(f"skip finished {cdir}")
-                else:
-                    run_recipe(cell_recipe(recipe, base_dir, kd, criterion, float(amount)), cdir, log=log)
+                run_or_skip(cell_recipe(recipe, base_dir, kd, criterion, float(amount)), cdir)
                 results.append(read_json(cdir / "metrics.json"))
     return results
