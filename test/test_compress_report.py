@@ -23,7 +23,8 @@ def _run(name, kd, criterion, amount, acc, after=None, teacher_acc=0.95, dense=0
             "pruning": {"criterion": criterion, "amount": amount,
                         **({"after_pruning": {"top1": after}} if after is not None else {})},
             "teacher": {"model": "resnet56", "metrics": {"top1": teacher_acc}, "params": {"total": 9}},
-            "student": {"model": "resnet20", "kd": kd, "metrics": {"top1": acc}, "params": {"effective": 1, "total": 5, "nonzero": 5},
+            "student": {"model": "resnet20", "kd": kd, "metrics": {"top1": acc},
+                        "params": {"effective": 1, "total": 5, "nonzero": 5},
                         "before_pruning": {"top1": dense if kd else dense - 0.02}}}
 
 
