@@ -1,4 +1,13 @@
-"""Architecture rules as tests: the robot never needs torch, and dependencies point inward."""
+"""Architecture rules as tests: the robot never needs torch, and dependencies point inward.
+
+    tools, bench, docs, test  ->  ros  ->  runtime        (and anything may use robot_compress.paths)
+    compress (torch)          ->  runtime
+
+What runs on the robot (runtime/, ros/) imports no tools, no toolkit (compress/) and no test fakes. The fault
+proxy and the random-weight model builder stay in tools/ because the demo uses them (link drop, models when
+none are shipped); the rules below keep them off the robot's import graph. Every import counts, also one inside
+a function and a relative one.
+"""
 import ast
 import subprocess
 import sys
@@ -7,17 +16,50 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "robot_compress"
+TEST_HELPERS = {p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("test_")}
+
+# layer -> the robot_compress modules it may import (prefixes); anything else of ours is a violation.
+ALLOWED_INSIDE = {
+    "runtime": ("robot_compress.runtime",),
+    "ros": ("robot_compress.ros", "robot_compress.runtime", "robot_compress.paths"),
+}
+# layer -> third-party top-level packages it must not import.
+FORBIDDEN_OUTSIDE = {
+    "runtime": {"torch", "torchvision", "torch_pruning", "rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs",
+                "rcl_interfaces"},
+    "ros": {"torch", "torchvision", "torch_pruning"},
+}
 
 
-def _imports(path: Path) -> set[str]:
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Absolute names of every module `path` imports; `package` is the file's own package, for relative imports.
+    `from a import b` yields both `a` and `a.b` (b may be a module)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
     return names
+
+
+def violations(path: Path, layer: str, package: str) -> list[str]:
+    """The imports of `path` (a module of `layer`) that break the layering rules."""
+    bad = []
+    for name in sorted(imported_modules(path, package)):
+        top = name.split(".")[0]
+        if top == "robot_compress" and name != "robot_compress":
+            if not name.startswith(ALLOWED_INSIDE[layer]):
+                bad.append(f"{layer} -> {name}")
+        elif top in FORBIDDEN_OUTSIDE[layer] or top in TEST_HELPERS:
+            bad.append(f"{layer} -> {name}")
+    return bad
 
 
 def _modules(sub: str):
@@ -26,29 +68,44 @@ def _modules(sub: str):
     return files
 
 
-@pytest.mark.parametrize("path", _modules("runtime"), ids=lambda p: p.name)
-def test_runtime_imports_neither_torch_nor_ros_nor_toolkit(path):
-    bad = {m for m in _imports(path) if m.split(".")[0] in ("torch", "torchvision", "rclpy", "sensor_msgs",
-                                                             "std_msgs", "diagnostic_msgs")
-           or m.startswith(("robot_compress.compress", "robot_compress.ros"))}
-    assert not bad, f"{path.name} imports {bad}"
+@pytest.mark.parametrize("layer", ALLOWED_INSIDE)
+def test_robot_layers_import_only_inward(layer):
+    found = {p.name: violations(p, layer, f"robot_compress.{layer}") for p in _modules(layer)}
+    assert not {k: v for k, v in found.items() if v}
 
 
-@pytest.mark.parametrize("path", _modules("ros"), ids=lambda p: p.name)
-def test_ros_layer_never_imports_the_toolkit(path):
-    bad = {m for m in _imports(path) if m.split(".")[0] in ("torch", "torchvision")
-           or m.startswith("robot_compress.compress")}
-    assert not bad, f"{path.name} imports {bad}"
+def test_paths_module_depends_on_nothing_of_ours():
+    assert not [m for m in imported_modules(PKG / "paths.py", "robot_compress") if m.startswith("robot_compress")]
 
 
-def test_node_and_runtime_load_without_torch_in_sys_modules():
-    """Importing the whole robot side (node included) must not drag torch in, even when installed."""
+@pytest.mark.parametrize("line, expected", [
+    ("from robot_compress.tools.ros_env import PACKAGE_ROOT", "ros -> robot_compress.tools.ros_env"),
+    ("from robot_compress import tools", "ros -> robot_compress.tools"),
+    ("from ..tools import faultproxy", "ros -> robot_compress.tools.faultproxy"),
+    ("def f():\n    import robot_compress.compress.train", "ros -> robot_compress.compress.train"),
+    ("from edge_fixtures import start_server", "ros -> edge_fixtures"),
+    ("import torch", "ros -> torch"),
+])
+def test_the_checker_catches_a_bad_import_in_the_ros_layer(tmp_path, line, expected):
+    """The rules above are only as good as the checker: a ros -> tools import (absolute, relative, inside a
+    function) must be reported, while the imports ros really has pass."""
+    module = tmp_path / "bad_node.py"
+    module.write_text(f"from robot_compress.runtime.engine import Engine\n{line}\n")
+    assert expected in violations(module, "ros", "robot_compress.ros")
+    module.write_text("from robot_compress.runtime import engine\nfrom . import qos\nimport rclpy\n")
+    assert violations(module, "ros", "robot_compress.ros") == []
+
+
+def test_node_and_runtime_load_without_torch_tools_or_toolkit_in_sys_modules():
+    """Importing the whole robot side (node included) must drag in neither torch (even when installed) nor the
+    tools or the toolkit."""
     code = (
         "import sys, importlib, pkgutil, robot_compress.runtime as rt, robot_compress.ros as ros\n"
         "for pkg in (rt, ros):\n"
         "    for m in pkgutil.iter_modules(pkg.__path__):\n"
         "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'torch_pruning')]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'torch_pruning')\n"
+        "       or m.startswith(('robot_compress.tools', 'robot_compress.compress'))]\n"
         "print('LOADED', bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )

@@ -132,7 +132,7 @@ def test_stream_of_100_frames_gives_one_exact_result_per_processed_frame(tmp_pat
     diag = peer.latest_diagnostics()
     assert diag["model_id"] == engine.model_id and diag["task"] == "segmentation" and diag["mode"] == "local"
     assert float(diag["latency_p50_ms"]) > 0 and float(diag["latency_p95_ms"]) >= float(diag["latency_p50_ms"])
-    assert "fps" in diag and diag["processor.state"] == "local"
+    assert "fps" in diag and diag["processor.state"] == "LOCAL"
     # Both bad frames arrive well inside one throttle period: counted twice, logged once.
     bad_lines = [line for line in node.output.splitlines() if "bad frame" in line]
     assert len(bad_lines) == 1 and "truncated" in bad_lines[0], node.output

@@ -134,7 +134,7 @@ def test_mode_and_model_path_change_while_frames_stream(running):
         later = [run for r, run in zip(results, runs, strict=True) if r["stamp"]["sec"] - 1000 >= first]
         assert later and min(later) >= k, f"frames sent after change {k} answered by an older configuration"
     diag = peer.latest_diagnostics()
-    assert diag["model_id"] == "model_b" and diag["mode"] == "local" and diag["processor.state"] == "local"
+    assert diag["model_id"] == "model_b" and diag["mode"] == "local" and diag["processor.state"] == "LOCAL"
     assert node.stop() == 0, node.output
 
 

@@ -78,10 +78,10 @@ def test_local_processor_matches_engine_and_measures_from_receipt(seg_model):
     clock = FakeClock()
     proc = LocalProcessor(engine, clock=clock)
     rgb = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
-    result = proc.process(rgb, received_monotonic=99.5, deadline_s=99.6)  # clock says 100.0: a miss
+    result = proc.process(rgb, received_monotonic=99.5, deadline_at=99.6)  # clock says 100.0: a miss
     np.testing.assert_array_equal(result.mask, Engine(seg_model).infer(rgb).mask)
     assert result.source == "local"
     assert result.latency_ms == pytest.approx(500.0)
-    proc.process(rgb, received_monotonic=99.9, deadline_s=101.0)
+    proc.process(rgb, received_monotonic=99.9, deadline_at=101.0)
     status = proc.status()
-    assert status["state"] == "local" and status["local_frames"] == 2 and status["deadline_misses"] == 1
+    assert status["state"] == "LOCAL" and status["local_frames"] == 2 and status["deadline_misses"] == 1

@@ -1,5 +1,7 @@
 """perception_node's parameters: one table drives declaration, start-up and live validation, read-only flags,
-config/perception.yaml and its test.
+config/perception.yaml and its test, and the README's parameter table (`python -m robot_compress.ros.parameters
+--markdown`). The typed settings the runtime takes (FailoverConfig, the edge replicas) are built here too, so the
+runtime never reads a ROS parameter name; the failover defaults come from FailoverConfig itself.
 
 Plain Python (rclpy is imported only where a ROS type constant is asked for), so the entry points can import
 this before anything heavy. `runtime=True` marks a parameter that may change while the node runs (`ros2 param
@@ -7,17 +9,23 @@ set`); the others are declared read-only. Integers are accepted for float parame
 """
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from robot_compress.tools.ros_env import PACKAGE_ROOT
+from robot_compress.paths import data_dirs
+from robot_compress.runtime.edge_protocol import PAYLOADS
+from robot_compress.runtime.failover import MODES, FailoverConfig
 
-PACKAGE = "robot_compress"
 NODE_NAME = "perception_node"  # both executables; launch may rename it
-MODES = ("local", "edge", "auto")
 RELIABILITY = ("best_effort", "reliable")  # robot_compress.ros.qos maps them to policies
-PAYLOADS = ("raw", "jpeg", "float")
+POLICY_DEFAULTS = FailoverConfig()  # the failover parameters' defaults, in seconds
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 6)
 
 
 class ConfigError(ValueError):
@@ -65,7 +73,10 @@ def _urls(v):
     if not v:
         return "must list at least one URL (http://HOST:PORT)"
     bad = [u for u in v if _url(u)]
-    return f"must hold URLs like http://HOST:PORT, not {bad[0]!r}" if bad else None
+    if bad:
+        return f"must hold URLs like http://HOST:PORT, not {bad[0]!r}"
+    twice = [u for i, u in enumerate(v) if u in v[:i]]
+    return f"lists {twice[0]} twice" if twice else None
 
 
 PARAMETERS: tuple[Param, ...] = (
@@ -92,8 +103,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("mode", "local", "Where frames are processed: local|edge|auto. local: on-robot model only, no "
           "network; edge: edge server only (a failed frame is an error); auto: edge with hedged local "
           "failover (docs/EDGE.md).", _one_of(*MODES), runtime=True),
-    Param("frame_deadline_ms", 100.0, "Per-frame deadline after receipt in ms (> 0); misses are counted "
-          "and drive failover in auto mode.", _positive, runtime=True),
+    Param("frame_deadline_ms", _ms(POLICY_DEFAULTS.deadline_s), "Per-frame deadline after receipt in ms (> 0); "
+          "misses are counted and drive failover in auto mode.", _positive, runtime=True),
     Param("diagnostics_period_s", 1.0, "Period of /diagnostics reports in seconds (> 0).", _positive,
           runtime=True),
     # Edge offload (mode edge|auto; see robot_compress/runtime/failover.py for the state table).
@@ -106,25 +117,24 @@ PARAMETERS: tuple[Param, ...] = (
     Param("edge_payload", "jpeg", "Frame encoding sent to the edge: raw|jpeg|float, at the teacher's input "
           "size (jpeg: 16x fewer bytes, fastest on a constrained link, docs/EDGE.md).", _one_of(*PAYLOADS),
           runtime=True),
-    Param("hedge_after_ms", 40.0, "auto: start local inference if no edge replica has answered after this many "
-          "ms (0..frame_deadline_ms).", _at_least(0.0), runtime=True),
-    Param("replica_hedge_ms", 20.0, "With several edge_urls: send the frame to the next replica too if the "
-          "earlier ones have not answered after this many ms each (0..frame_deadline_ms).", _at_least(0.0),
-          runtime=True),
-    Param("failure_threshold", 5, "auto: consecutive failures that open a replica's breaker, integer >= 1.",
-          _at_least(1), runtime=True),
-    Param("recovery_probes", 3, "auto: consecutive healthy probes that close it again, integer >= 1.",
-          _at_least(1), runtime=True),
-    Param("probe_interval_ms", 200.0, "auto: first probe delay and spacing of healthy probes in ms (> 0).",
-          _positive, runtime=True),
-    Param("probe_backoff", 2.0, "auto: factor (>= 1) by which the probe delay grows after a failed probe.",
-          _at_least(1.0), runtime=True),
-    Param("probe_backoff_max_ms", 1000.0, "auto: cap of the probe delay in ms (>= probe_interval_ms); bounds "
-          "the time to notice a restored link.", _positive, runtime=True),
-    Param("edge_max_in_flight", 4, "Requests outstanding at once per edge replica, integer >= 1; beyond it a "
-          "frame is answered locally.", _at_least(1), runtime=True),
+    Param("hedge_after_ms", _ms(POLICY_DEFAULTS.hedge_after_s), "auto: start local inference if no edge replica "
+          "has answered after this many ms (0..frame_deadline_ms).", _at_least(0.0), runtime=True),
+    Param("replica_hedge_ms", _ms(POLICY_DEFAULTS.replica_hedge_s), "With several edge_urls: send the frame to the "
+          "next replica too if the earlier ones have not answered after this many ms each (0..frame_deadline_ms).",
+          _at_least(0.0), runtime=True),
+    Param("failure_threshold", POLICY_DEFAULTS.failure_threshold, "auto: consecutive failures that open a "
+          "replica's breaker, integer >= 1.", _at_least(1), runtime=True),
+    Param("recovery_probes", POLICY_DEFAULTS.recovery_probes, "auto: consecutive healthy probes that close it "
+          "again, integer >= 1.", _at_least(1), runtime=True),
+    Param("probe_interval_ms", _ms(POLICY_DEFAULTS.probe_interval_s), "auto: first probe delay and spacing of "
+          "healthy probes in ms (> 0).", _positive, runtime=True),
+    Param("probe_backoff", POLICY_DEFAULTS.probe_backoff, "auto: factor (>= 1) by which the probe delay grows "
+          "after a failed probe.", _at_least(1.0), runtime=True),
+    Param("probe_backoff_max_ms", _ms(POLICY_DEFAULTS.probe_backoff_max_s), "auto: cap of the probe delay in ms "
+          "(>= probe_interval_ms); bounds the time to notice a restored link.", _positive, runtime=True),
+    Param("edge_max_in_flight", POLICY_DEFAULTS.max_in_flight, "Requests outstanding at once per edge replica, "
+          "integer >= 1; beyond it a frame is answered locally.", _at_least(1), runtime=True),
 )
-PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 SPECS: dict[str, Param] = {p.name: p for p in PARAMETERS}
 # What a change needs: a new Engine (and processor), a new processor, or nothing but the stored value.
 ENGINE_PARAMS = frozenset({"model_path", "threads"})
@@ -186,17 +196,32 @@ def validate(values: dict) -> dict:
     return out
 
 
+# ---- typed settings for the runtime ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class EdgeSettings:
+    """What the edge offload needs besides the local Engine, typed (mode edge or auto)."""
+
+    urls: tuple[str, ...]      # replicas in priority order
+    model: str                 # served model name; empty: the local model's model_id
+    payload: str               # edge_protocol.PAYLOADS
+    failover: FailoverConfig
+
+
+def edge_settings(values: dict) -> EdgeSettings:
+    """From validated values: `edge_url`, when set, replaces `edge_urls`; milliseconds become seconds."""
+    urls = (values["edge_url"],) if values["edge_url"] else tuple(values["edge_urls"])
+    policy = FailoverConfig(
+        mode=values["mode"], deadline_s=values["frame_deadline_ms"] / 1000.0,
+        hedge_after_s=values["hedge_after_ms"] / 1000.0, failure_threshold=values["failure_threshold"],
+        recovery_probes=values["recovery_probes"], probe_interval_s=values["probe_interval_ms"] / 1000.0,
+        probe_backoff=values["probe_backoff"], probe_backoff_max_s=values["probe_backoff_max_ms"] / 1000.0,
+        replica_hedge_s=values["replica_hedge_ms"] / 1000.0, max_in_flight=values["edge_max_in_flight"])
+    return EdgeSettings(urls, values["edge_model"], values["edge_payload"], policy)
+
+
 # ---- model_path -------------------------------------------------------------------------------------
 def model_search_dirs() -> list[Path]:
-    dirs = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        dirs.append(Path(get_package_share_directory(PACKAGE)) / "models")
-    except Exception:  # not installed through ament (source checkout / pip -e)
-        pass
-    dirs.append(PACKAGE_ROOT / "models")
-    return dirs
+    return data_dirs("models")
 
 
 def resolve_model_path(value: str) -> Path:
@@ -218,3 +243,35 @@ def resolve_model_path(value: str) -> Path:
         f"model_path {value!r} not found (looked in {', '.join(str(c) for c in candidates)}); "
         f"give an absolute path or put the file in models/"
     )
+
+
+# ---- the README's parameter table ------------------------------------------------------------------------
+def _summary(description: str) -> str:
+    """The description's first sentence, safe inside a markdown table cell."""
+    first = description.split(". ", 1)[0].rstrip(".") + "."
+    return first.replace("|", "\\|")
+
+
+def markdown_table() -> str:
+    """The node's parameters as a markdown table (README.md carries it; test_parameters keeps it in sync).
+    The default shows the type (an integer for a float parameter is accepted too)."""
+    rows = ["| parameter | default | live | meaning |", "|---|---|---|---|"]
+    for p in PARAMETERS:
+        default = json.dumps(p.default) if isinstance(p.default, (list, str, bool)) else repr(p.default)
+        rows.append(f"| `{p.name}` | `{default}` | {'yes' if p.runtime else 'no'} | {_summary(p.description)} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m robot_compress.ros.parameters", description=__doc__.split("\n")[0])
+    ap.add_argument("--markdown", action="store_true", help="print the parameter table for README.md")
+    args = ap.parse_args(argv)
+    if not args.markdown:
+        ap.print_help()
+        return 2
+    print(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

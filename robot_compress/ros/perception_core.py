@@ -48,13 +48,15 @@ from robot_compress.ros.parameters import (
     PROCESSOR_PARAMS,
     SPECS,
     ConfigError,
+    edge_settings,
     resolve_model_path,
     validate,
 )
 from robot_compress.runtime import postprocess
+from robot_compress.runtime.edge_client import EdgeClient
 from robot_compress.runtime.engine import Engine, ModelLoadError
 from robot_compress.runtime.latest_slot import LatestSlot
-from robot_compress.runtime.offload import offload_from_params, replica_of
+from robot_compress.runtime.offload import OffloadProcessor, replica_of
 from robot_compress.runtime.processor import FrameProcessor, LocalProcessor
 from robot_compress.runtime.stats import FrameStats
 
@@ -63,14 +65,17 @@ EDGE_CHECK_TIMEOUT_S = 0.5
 WORKER_JOIN_S = 5.0
 
 
-def make_processor(mode: str, engine: Engine, params: dict, log=None) -> FrameProcessor:
-    """The one place that decides how frames are processed."""
-    if mode == "local":
+def make_processor(engine: Engine, params: dict, log=None) -> FrameProcessor:
+    """The one place that decides how frames are processed: mode local, or edge replicas (edge | auto)."""
+    if params["mode"] == "local":
         return LocalProcessor(engine)
     try:
-        return offload_from_params(mode, engine, params, log=log)
-    except ValueError as exc:
+        edge = edge_settings(params)
+        model = edge.model or engine.model_id
+        clients = [EdgeClient(url, model, engine.meta, payload=edge.payload, top_k=engine.top_k) for url in edge.urls]
+    except ValueError as exc:  # values the table let through but the runtime refuses (a bug): name it
         raise ConfigError(str(exc)) from None
+    return OffloadProcessor(engine, clients, edge.failover, log=log)
 
 
 def load_engine(params: dict) -> tuple[Engine, Path]:
@@ -178,7 +183,7 @@ class PerceptionCore:
         if changed & (ENGINE_PARAMS | PROCESSOR_PARAMS):
             engine, path = load_engine(values) if changed & ENGINE_PARAMS else \
                 (self.pipeline.engine, self.pipeline.model_path)
-            new = Pipeline(engine, make_processor(values["mode"], engine, values, log=self.log.warning), path)
+            new = Pipeline(engine, make_processor(engine, values, log=self.log.warning), path)
         with self._frame_lock:
             old, self.pipeline = self.pipeline, new or self.pipeline
             self._set_top_k(self.pipeline, values["top_k"])
@@ -208,7 +213,7 @@ class PerceptionCore:
         strict_edge: in mode edge, no ready replica is a ConfigError (else a warning)."""
         p = self.params
         engine, path = load_engine(p)
-        self.pipeline = Pipeline(engine, make_processor(p["mode"], engine, p, log=self.log.warning), path)
+        self.pipeline = Pipeline(engine, make_processor(engine, p, log=self.log.warning), path)
         self._check_edge(strict_edge)
         out_qos = qos.output_qos()
         self._pubs = {

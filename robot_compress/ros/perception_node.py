@@ -11,14 +11,13 @@ from __future__ import annotations
 from robot_compress.ros import startup
 from robot_compress.ros.parameters import (
     NODE_NAME,
-    PARAMETER_NAMES,
     PARAMETERS,
     ConfigError,
     Param,
     resolve_model_path,
 )
 
-__all__ = ["NODE_NAME", "PARAMETERS", "PARAMETER_NAMES", "ConfigError", "Param", "main", "resolve_model_path"]
+__all__ = ["NODE_NAME", "PARAMETERS", "ConfigError", "Param", "main", "resolve_model_path"]
 
 
 def _plain_node():

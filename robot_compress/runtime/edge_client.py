@@ -23,12 +23,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from robot_compress.runtime import failover
+from robot_compress.runtime.edge_protocol import INPUT_NAME, PAYLOADS, served_name
 from robot_compress.runtime.engine import result_from_logits, result_from_mask
 from robot_compress.runtime.metadata import ModelMetadata
 from robot_compress.runtime.results import InferenceResult
 
-PAYLOADS = ("raw", "jpeg", "float")
-PAYLOAD_SUFFIX = {"raw": "", "jpeg": "__jpeg", "float": "__float"}  # served names, see tools/serve.py
 _HEADER_LEN = "Inference-Header-Content-Length"
 
 
@@ -81,7 +80,7 @@ class EdgeClient:
         self.model = model
         self.meta = meta
         self.payload = payload
-        self.served_name = model + PAYLOAD_SUFFIX[payload]
+        self.served_name = served_name(model, payload)
         self.connect_timeout_s = float(connect_timeout_s)
         self.top_k = int(top_k)  # labels per classification result, like the local Engine's
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)
@@ -140,7 +139,7 @@ class EdgeClient:
             raise EdgeResponseError(
                 f"edge model {self.served_name!r} returns {outputs['logits'].get('shape')} logits, local model has "
                 f"{self.meta.num_classes} classes")
-        in_name = {"raw": "image", "jpeg": "jpeg", "float": "tensor"}[self.payload]
+        in_name = INPUT_NAME[self.payload]
         if in_name not in inputs:
             raise EdgeResponseError(f"edge model {self.served_name!r} has no input {in_name!r}: {sorted(inputs)}")
         shape = list(inputs[in_name].get("shape", []))

@@ -4,8 +4,9 @@ The offload processor (runtime/offload.py) asks this policy what to do with each
 what happened; the policy never touches a socket or a model. Deciding apart from doing keeps every
 transition testable with a fake clock.
 
-Modes (`mode` parameter):
-  local  every frame is answered by the local model; the network is never touched.
+Modes (`mode` parameter; MODES below):
+  local  every frame is answered by the local model; the network is never touched (runtime/processor.py's
+         LocalProcessor: no policy at all).
   edge   every frame goes to the edge only; no hedging, no breaker; a failed frame is reported as failed.
   auto   the state machine below.
 
@@ -33,8 +34,9 @@ frame goes to the first replica whose breaker is closed and, if unanswered after
 one too, before the local model starts at `hedge_after_s`; the first valid answer wins. The local model stays
 the last line: with every breaker open it answers at once, while open replicas are probed in the background.
 
-Every frame gets exactly one `FramePlan`. Hedging means a result is on time even while the breaker
-is still closed: the edge answer is used if it arrives before local finishes, else the local one.
+Every frame gets exactly one plan (`RacePlan` from the ReplicaSet; `FramePlan` is the single-breaker view of
+the same decision). Hedging means a result is on time even while the breaker is still closed: the edge answer
+is used if it arrives before local finishes, else the local one.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MODES = ("edge", "local", "auto")
+OFFLOAD_MODES = ("edge", "auto")  # the modes a policy (and the OffloadProcessor) serves
+MODES = ("local", *OFFLOAD_MODES)  # the node's `mode` parameter
 EDGE, LOCAL, PROBING = "EDGE", "LOCAL", "PROBING"
 STATES = (EDGE, LOCAL, PROBING)
 
@@ -57,25 +60,31 @@ OUTCOMES = (OK, TIMEOUT, CONNECT, INVALID, SERVER)
 
 @dataclass(frozen=True)
 class FailoverConfig:
+    """The policy's settings; these defaults are also the node's parameter defaults (ros/parameters.py)."""
+
     mode: str = "auto"
-    deadline_s: float = 1.0 / 30.0        # per-frame budget from receipt to result
-    hedge_after_s: float = 0.015          # start local inference if the edge has not answered by then
+    deadline_s: float = 0.1               # per-frame budget from receipt to result
+    hedge_after_s: float = 0.04           # start local inference if the edge has not answered by then
     failure_threshold: int = 5            # N consecutive edge failures open the breaker
     recovery_probes: int = 3              # M consecutive healthy probes close it again
     probe_interval_s: float = 0.2         # first probe delay and spacing between healthy probes
     probe_backoff: float = 2.0            # growth of the delay after each failed probe
     probe_backoff_max_s: float = 1.0      # cap, so recovery is noticed within about this long
     replica_hedge_s: float = 0.02         # with several edge replicas: a frame unanswered this long goes to the next
+    max_in_flight: int = 4                # requests outstanding per replica; the OffloadProcessor sends no more
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode not in OFFLOAD_MODES:
+            raise ValueError(f"mode must be one of {OFFLOAD_MODES} (mode local needs no failover policy: "
+                             f"runtime/processor.py's LocalProcessor), got {self.mode!r}")
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
         if not 0 <= self.hedge_after_s <= self.deadline_s:
             raise ValueError(f"hedge_after_s must be in [0, deadline_s={self.deadline_s}], got {self.hedge_after_s}")
         if int(self.failure_threshold) < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {self.failure_threshold}")
+        if int(self.max_in_flight) < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if int(self.recovery_probes) < 1:
             raise ValueError(f"recovery_probes must be >= 1, got {self.recovery_probes}")
         if not self.probe_interval_s > 0:
@@ -96,8 +105,6 @@ class FailoverConfig:
 class FramePlan:
     """What to do with one frame. Times are on the policy's clock."""
 
-    frame: int               # sequence number, one plan per frame
-    state: str               # state when the frame was planned
     send_edge: bool          # send the frame to the edge as the primary path
     hedge_at: float | None   # start local inference at this time if the edge has not answered (None: never)
     probe: bool              # send the frame to the edge as a background probe (answer locally)
@@ -112,7 +119,7 @@ class FramePlan:
 @dataclass(frozen=True)
 class Transition:
     at: float
-    frm: str
+    from_state: str
     to: str
     reason: str
 
@@ -124,12 +131,11 @@ class FailoverPolicy:
     listener: Callable[[Transition], None] | None = None
 
     def __post_init__(self):
-        self.state = LOCAL if self.config.mode == "local" else EDGE
+        self.state = EDGE
         self.transitions: list[Transition] = []
         self.counts = {k: 0 for k in ("frames", "edge_sent", "edge_ok", "edge_failed", "hedged", "local_only",
                                       "probes_sent", "probes_ok", "probes_failed")}
         self.failures_by_kind = {k: 0 for k in OUTCOMES if k != OK}
-        self._frame = 0
         self._consecutive_failures = 0
         self._healthy_probes = 0
         self._backoff = self.config.probe_interval_s
@@ -140,7 +146,7 @@ class FailoverPolicy:
     @property
     def accepts_frames(self) -> bool:
         """Whether frames go to this edge as the primary path (breaker closed, or mode edge)."""
-        return self.config.mode == "edge" or (self.config.mode == "auto" and self.state == EDGE)
+        return self.config.mode == "edge" or self.state == EDGE
 
     def claim_probe(self, now: float | None = None) -> bool:
         """True when a probe is due (breaker open, none in flight); the caller must then send one and report it."""
@@ -156,29 +162,18 @@ class FailoverPolicy:
         now = self.clock()
         start = now if received_at is None else received_at
         deadline_at = start + (self.config.deadline_s if deadline_s is None else deadline_s)
-        self._frame += 1
         self.counts["frames"] += 1
-        mode = self.config.mode
-        if mode == "local":
-            plan = FramePlan(self._frame, self.state, False, now, False, deadline_at)
-        elif mode == "edge":
-            plan = FramePlan(self._frame, self.state, True, None, False, deadline_at)
+        if self.config.mode == "edge":
+            plan = FramePlan(True, None, False, deadline_at)
         elif self.state == EDGE:
-            hedge_at = min(start + self.config.hedge_after_s, deadline_at)
-            plan = FramePlan(self._frame, self.state, True, hedge_at, False, deadline_at)
+            plan = FramePlan(True, min(start + self.config.hedge_after_s, deadline_at), False, deadline_at)
         else:
-            plan = FramePlan(self._frame, self.state, False, now, self.claim_probe(now), deadline_at)
+            plan = FramePlan(False, now, self.claim_probe(now), deadline_at)
         if plan.send_edge:
             self.counts["edge_sent"] += 1
         if plan.local_now:
             self.counts["local_only"] += 1
         return plan
-
-    def hedge_due(self, plan: FramePlan, now: float | None = None) -> bool:
-        """Whether local inference should start now for a frame whose edge answer is still pending."""
-        if plan.hedge_at is None:
-            return False
-        return (self.clock() if now is None else now) >= plan.hedge_at
 
     # ---- learning -------------------------------------------------------------------------------------
     def on_sent(self) -> None:
@@ -230,12 +225,6 @@ class FailoverPolicy:
             self._move(PROBING, "probe ok")
 
     # ---- diagnostics ----------------------------------------------------------------------------------
-    @property
-    def next_probe_in_s(self) -> float | None:
-        if self.state == EDGE or self.config.mode != "auto":
-            return None
-        return max(0.0, self._next_probe_at - self.clock())
-
     def status(self) -> dict:
         return {
             "mode": self.config.mode,
@@ -263,14 +252,13 @@ class FailoverPolicy:
 
 
 def _describe(t: Transition) -> str:
-    return f"{t.frm}->{t.to} ({t.reason})"
+    return f"{t.from_state}->{t.to} ({t.reason})"
 
 
 @dataclass(frozen=True)
 class RacePlan:
     """What to do with one frame across edge replicas. Times are on the policy clock."""
 
-    frame: int
     sends: tuple[tuple[int, float], ...]  # (replica, send at): each joins if the earlier ones have not answered
     probes: tuple[int, ...]               # replicas with an open breaker, probed with this frame in the background
     hedge_at: float | None                # local inference starts then unless an edge answer came (None: never)
@@ -311,8 +299,6 @@ class ReplicaSet:
         start = now if received_at is None else received_at
         deadline_at = start + (self.config.deadline_s if deadline_s is None else deadline_s)
         self.frames += 1
-        if self.config.mode == "local":
-            return RacePlan(self.frames, (), (), now, deadline_at)
         probes = tuple(i for i, p in enumerate(self.policies) if p.claim_probe(now))
         ready = [i for i, p in enumerate(self.policies) if p.accepts_frames]
         if self.config.mode == "edge":
@@ -322,14 +308,12 @@ class ReplicaSet:
             hedge_at = limit if ready else now
         step = self.config.replica_hedge_s
         sends = tuple((i, start + k * step) for k, i in enumerate(ready) if k == 0 or start + k * step < limit)
-        return RacePlan(self.frames, sends, probes, hedge_at, deadline_at)
+        return RacePlan(sends, probes, hedge_at, deadline_at)
 
     # ---- diagnostics ----------------------------------------------------------------------------------
     @property
     def state(self) -> str:
         """EDGE while any replica takes frames, PROBING while one is being probed back, else LOCAL."""
-        if self.config.mode == "local":
-            return LOCAL
         states = {p.state for p in self.policies}
         return EDGE if EDGE in states else PROBING if PROBING in states else LOCAL
 

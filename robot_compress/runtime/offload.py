@@ -4,8 +4,8 @@ The policy (runtime/failover.py: a breaker per replica and the per-frame race pl
 the I/O. Each replica has a small pool of worker threads, so the caller's thread can race them: a frame goes to
 the first replica whose breaker is closed, to the next one too if no answer came after replica_hedge_s, and in
 auto mode the local model runs on the caller's thread at hedge_after_s; the first valid result is returned.
-Every call returns exactly one result (auto/local) or raises EdgeUnavailableError (edge mode only). An edge
-result names its replica (`replica_of(result)`).
+Every call returns exactly one result (auto) or raises EdgeUnavailableError (edge mode only). An edge result
+names its replica (`replica_of(result)`). Mode local never comes here: runtime/processor.py's LocalProcessor.
 
 Threads: the caller (the node's worker), the edge pool threads and the diagnostics reader (the node's timer)
 share the policy, the counters, the in-flight counts and the last error; all of them change and are read only
@@ -23,6 +23,7 @@ import numpy as np
 from robot_compress.runtime import failover
 from robot_compress.runtime.edge_client import EdgeClient, EdgeError
 from robot_compress.runtime.engine import Engine
+from robot_compress.runtime.processor import settle
 from robot_compress.runtime.results import InferenceResult
 
 COUNTERS = ("results_edge", "results_local", "hedged", "edge_busy", "frames_failed", "deadline_misses")
@@ -72,36 +73,33 @@ def _pending(jobs: list[_EdgeJob]) -> list[_EdgeJob]:
 
 
 class OffloadProcessor:
-    def __init__(self, engine: Engine, clients: EdgeClient | Sequence[EdgeClient] | None,
-                 config: failover.FailoverConfig, max_in_flight: int = 4, log: Callable[[str], None] | None = None,
-                 clock=time.monotonic):
-        self.clients = [clients] if isinstance(clients, EdgeClient) else list(clients or [])
-        if config.mode != "local" and not self.clients:
+    def __init__(self, engine: Engine, clients: EdgeClient | Sequence[EdgeClient],
+                 config: failover.FailoverConfig, log: Callable[[str], None] | None = None, clock=time.monotonic):
+        self.clients = [clients] if isinstance(clients, EdgeClient) else list(clients)
+        if not self.clients:
             raise ValueError(f"mode {config.mode!r} needs an edge client (edge_urls and edge_model)")
         self.engine = engine
         self.config = config
         self._clock = clock
         self._log = log
         self._lock = threading.Lock()
-        self.replicas = failover.ReplicaSet(max(len(self.clients), 1), config, clock=clock,
-                                            listener=self._on_transition)
-        self._replicas = [] if config.mode == "local" else \
-            [_Replica(i, c, max_in_flight) for i, c in enumerate(self.clients)]
+        self.replicas = failover.ReplicaSet(len(self.clients), config, clock=clock, listener=self._on_transition)
+        self._replicas = [_Replica(i, c, config.max_in_flight) for i, c in enumerate(self.clients)]
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._last_edge_error = ""
 
     # ---- FrameProcessor ----------------------------------------------------------------------------
-    def process(self, rgb: np.ndarray, received_monotonic: float, deadline_s: float) -> InferenceResult:
+    def process(self, rgb: np.ndarray, received_monotonic: float, deadline_at: float) -> InferenceResult:
         with self._lock:
-            plan = self.replicas.plan(received_at=received_monotonic, deadline_s=deadline_s - received_monotonic)
+            plan = self.replicas.plan(received_at=received_monotonic, deadline_s=deadline_at - received_monotonic)
         for index in plan.probes:
             self._submit(index, rgb, plan, probe=True)
         if not plan.sends:
-            return self._finish(self.engine.infer(rgb, source="local"), received_monotonic, deadline_s)
+            return self._finish(self.engine.infer(rgb, source="local"), received_monotonic, deadline_at)
         jobs = self._race(rgb, plan)
         winner = _first_success(jobs)
         if winner is not None:
-            return self._finish_edge(winner, received_monotonic, deadline_s)
+            return self._finish_edge(winner, received_monotonic, deadline_at)
         if self.config.mode == "edge":
             return self._fail(jobs)
         if jobs:  # an edge request was out but late or failed (not merely every worker busy)
@@ -110,8 +108,8 @@ class OffloadProcessor:
         local_done = self._clock()
         winner = _first_success(jobs, by=local_done)
         if winner is not None:
-            return self._finish_edge(winner, received_monotonic, deadline_s)
-        return self._finish(local, received_monotonic, deadline_s, done=local_done)
+            return self._finish_edge(winner, received_monotonic, deadline_at)
+        return self._finish(local, received_monotonic, deadline_at, done=local_done)
 
     def status(self) -> dict[str, str | int | float]:
         with self._lock:
@@ -124,9 +122,8 @@ class OffloadProcessor:
         flat.update({f"failures_{k}": v for k, v in st["failures_by_kind"].items()})
         flat.update(counts)
         flat["edge_in_flight"] = in_flight
-        if self.clients:
-            flat["edge_url"] = self.clients[0].url
-            flat["edge_model"] = self.clients[0].model
+        flat["edge_url"] = self.clients[0].url
+        flat["edge_model"] = self.clients[0].model
         if len(self._replicas) > 1:
             flat.update(self._replica_rows(st["replicas"], results))
         if last_error:
@@ -150,11 +147,6 @@ class OffloadProcessor:
     def last_edge_error(self) -> str:
         with self._lock:
             return self._last_edge_error
-
-    @property
-    def client(self) -> EdgeClient | None:
-        """The first (primary) replica's client."""
-        return self.clients[0] if self.clients else None
 
     @property
     def transitions(self) -> list[failover.Transition]:
@@ -195,14 +187,13 @@ class OffloadProcessor:
             self._counts[name] += 1
 
     def _finish(self, result, received, deadline_at, done=None, replica: _Replica | None = None) -> InferenceResult:
-        done = self._clock() if done is None else done
+        missed = settle(result, received, deadline_at, self._clock() if done is None else done)
         with self._lock:
             self._counts["results_local" if replica is None else "results_edge"] += 1
             if replica is not None:
                 replica.results += 1
-            if done > deadline_at:
+            if missed:
                 self._counts["deadline_misses"] += 1
-        result.latency_ms = (done - received) * 1000.0
         return result
 
     def _finish_edge(self, job: _EdgeJob, received, deadline_at) -> InferenceResult:
@@ -270,55 +261,5 @@ class OffloadProcessor:
         if self._log is None:
             return
         where = f" replica {index} ({self.clients[index].url})" if len(self.clients) > 1 else ""
-        self._log(f"failover{where} {t.frm} -> {t.to}: {t.reason}")
+        self._log(f"failover{where} {t.from_state} -> {t.to}: {t.reason}")
 
-
-def edge_urls_from(params: dict) -> list[str]:
-    """The replica list: `edge_url` when set (the single-server form), else `edge_urls`, in priority order."""
-    single = str(params.get("edge_url") or "")
-    urls = [single] if single else [str(u) for u in params.get("edge_urls", ()) if str(u)]
-    seen = set()
-    for url in urls:
-        if url in seen:
-            raise ValueError(f"parameter 'edge_urls' lists {url} twice")
-        seen.add(url)
-    return urls
-
-
-def failover_config(mode: str, params: dict) -> failover.FailoverConfig:
-    """FailoverConfig from the node's parameters (names as in ros/parameters.PARAMETERS); ValueError names them."""
-    deadline_ms = float(params["frame_deadline_ms"])
-    hedge_ms = float(params["hedge_after_ms"])
-    replica_ms = float(params.get("replica_hedge_ms", 20.0))
-    if not 0 <= hedge_ms <= deadline_ms:
-        raise ValueError(f"parameter 'hedge_after_ms' must be in [0, frame_deadline_ms={deadline_ms}], got {hedge_ms}")
-    if not 0 <= replica_ms <= deadline_ms:
-        raise ValueError(f"parameter 'replica_hedge_ms' must be in [0, frame_deadline_ms={deadline_ms}], "
-                         f"got {replica_ms}")
-    interval_ms, cap_ms = float(params["probe_interval_ms"]), float(params["probe_backoff_max_ms"])
-    if cap_ms < interval_ms:
-        raise ValueError(f"parameter 'probe_backoff_max_ms' must be >= probe_interval_ms={interval_ms}, got {cap_ms}")
-    return failover.FailoverConfig(
-        mode=mode, deadline_s=deadline_ms / 1000.0, hedge_after_s=hedge_ms / 1000.0,
-        failure_threshold=int(params["failure_threshold"]), recovery_probes=int(params["recovery_probes"]),
-        probe_interval_s=interval_ms / 1000.0, probe_backoff=float(params["probe_backoff"]),
-        probe_backoff_max_s=cap_ms / 1000.0, replica_hedge_s=replica_ms / 1000.0)
-
-
-def offload_from_params(mode: str, engine: Engine, params: dict, log: Callable[[str], None] | None = None,
-                        ) -> OffloadProcessor:
-    """Build the processor from the node's parameters. Raises ValueError naming the offending parameter."""
-    from robot_compress.runtime.edge_client import PAYLOADS
-
-    config = failover_config(mode, params)
-    payload = params.get("edge_payload", "jpeg")
-    if payload not in PAYLOADS:
-        raise ValueError(f"parameter 'edge_payload' must be one of {'|'.join(PAYLOADS)}")
-    urls = edge_urls_from(params)
-    if mode != "local" and not urls:
-        raise ValueError(f"mode {mode!r} needs parameter 'edge_urls' (e.g. ['http://127.0.0.1:8000'])")
-    clients = []
-    if mode != "local":
-        model = params.get("edge_model") or engine.model_id
-        clients = [EdgeClient(url, model, engine.meta, payload=payload, top_k=engine.top_k) for url in urls]
-    return OffloadProcessor(engine, clients, config, max_in_flight=int(params.get("edge_max_in_flight", 4)), log=log)

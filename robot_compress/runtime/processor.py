@@ -12,16 +12,17 @@ from typing import Protocol
 import numpy as np
 
 from robot_compress.runtime.engine import Engine
+from robot_compress.runtime.failover import LOCAL
 from robot_compress.runtime.results import InferenceResult
 
 
 class FrameProcessor(Protocol):
-    def process(self, rgb: np.ndarray, received_monotonic: float, deadline_s: float) -> InferenceResult:
+    def process(self, rgb: np.ndarray, received_monotonic: float, deadline_at: float) -> InferenceResult:
         """Blocking; returns exactly one result for the frame or raises.
 
         `received_monotonic` is time.monotonic() when the frame arrived in the camera callback;
-        `deadline_s` is the time.monotonic() instant by which the result is wanted. The returned
-        result's latency_ms is receipt -> result ready.
+        `deadline_at` is the time.monotonic() instant by which the result is wanted. The returned
+        result's latency_ms is receipt -> result ready (see `settle`).
         """
         ...
 
@@ -30,6 +31,13 @@ class FrameProcessor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def settle(result: InferenceResult, received_monotonic: float, deadline_at: float, done: float) -> bool:
+    """Every processor's latency and deadline accounting: set the result's latency (receipt -> `done`) and
+    return whether it missed its deadline."""
+    result.latency_ms = (done - received_monotonic) * 1000.0
+    return done > deadline_at
 
 
 class LocalProcessor:
@@ -43,20 +51,18 @@ class LocalProcessor:
         self._deadline_misses = 0
         self._infer_ms_total = 0.0
 
-    def process(self, rgb: np.ndarray, received_monotonic: float, deadline_s: float) -> InferenceResult:
+    def process(self, rgb: np.ndarray, received_monotonic: float, deadline_at: float) -> InferenceResult:
         result = self.engine.infer(rgb, source="local")
-        done = self._clock()
         self._frames += 1
-        self._infer_ms_total += result.latency_ms
-        if done > deadline_s:
+        self._infer_ms_total += result.latency_ms  # the Engine's own time, before settle() makes it receipt-based
+        if settle(result, received_monotonic, deadline_at, self._clock()):
             self._deadline_misses += 1
-        result.latency_ms = (done - received_monotonic) * 1000.0
         return result
 
     def status(self) -> dict[str, str | int | float]:
         mean = self._infer_ms_total / self._frames if self._frames else 0.0
         return {
-            "state": "local",
+            "state": LOCAL,  # the same word OffloadProcessor reports while every frame is answered locally
             "local_frames": self._frames,
             "deadline_misses": self._deadline_misses,
             "local_infer_mean_ms": round(mean, 3),

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from robot_compress.paths import PACKAGE_ROOT
 from robot_compress.tools import bags
 from robot_compress.tools.bag_from_frames import CAMVID_IGNORE, CAMVID_LABELS, camvid_from_zip, synthetic_scene
 from robot_compress.tools.replay import default_record_topics, replay
-from robot_compress.tools.ros_env import PACKAGE_ROOT, localhost_dds_env, pick_domain_id
+from robot_compress.tools.ros_env import localhost_dds_env, pick_domain_id
 
 CAMVID_ZIP = PACKAGE_ROOT.parent / "shared" / "data" / "camvid-trainval.zip"
 VTEST_CANDIDATES = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi",

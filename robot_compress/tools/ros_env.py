@@ -10,22 +10,15 @@ import os
 import random
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+from robot_compress.paths import data_dirs
 
 
 def fastdds_profile() -> Path:
-    """The localhost profile: from the source tree, else from an installed share/ directory."""
-    candidates = [PACKAGE_ROOT / "config" / "fastdds_localhost.xml"]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("robot_compress")) / "config" / "fastdds_localhost.xml")
-    except Exception:
-        pass
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError("config/fastdds_localhost.xml not found (source tree or share/robot_compress)")
+    """The localhost profile: from an installed share/ directory, else from the source tree."""
+    for folder in data_dirs("config"):
+        if (folder / "fastdds_localhost.xml").is_file():
+            return folder / "fastdds_localhost.xml"
+    raise FileNotFoundError("config/fastdds_localhost.xml not found (share/robot_compress or source tree)")
 
 
 def pick_domain_id() -> int:

@@ -25,10 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+from robot_compress.paths import PACKAGE_ROOT
+from robot_compress.runtime.edge_protocol import INPUT_NAME, PAYLOADS, served_name
+
 EDGE_VENV = Path(os.environ.get("ROBOT_COMPRESS_EDGE_VENV", PACKAGE_ROOT / ".venv-edge"))
-PAYLOADS = ("raw", "jpeg", "float")
-PAYLOAD_SUFFIX = {"raw": "", "jpeg": "__jpeg", "float": "__float"}
 
 
 def edge_python() -> Path | None:
@@ -113,12 +113,13 @@ def _make_infer(model_path: Path, payload: str, threads: int):
     def infer(requests):
         results = []
         for req in requests:
+            data = req[INPUT_NAME[payload]]
             if payload == "raw":
-                logits = engine.logits(req["image"])
+                logits = engine.logits(data)
             elif payload == "jpeg":
-                logits = engine.logits(_decode_jpeg(bytes(req["jpeg"][0])))
+                logits = engine.logits(_decode_jpeg(bytes(data[0])))
             else:
-                logits = engine.session.run(None, {in_name: req["tensor"].astype(np.float32, copy=False)})[0]
+                logits = engine.session.run(None, {in_name: data.astype(np.float32, copy=False)})[0]
             results.append(outputs(logits))
         return results
 
@@ -131,16 +132,13 @@ def bind_model(triton, model_path: Path, payload: str, threads: int) -> str:
 
     engine, infer = _make_infer(model_path, payload, threads)
     h, w = engine.meta.input_size
-    inputs = {
-        "raw": Tensor(name="image", dtype=np.uint8, shape=(h, w, 3)),
-        "jpeg": Tensor(name="jpeg", dtype=bytes, shape=(1,)),
-        "float": Tensor(name="tensor", dtype=np.float32, shape=(1, 3, h, w)),
-    }[payload]
+    dtype, shape = {"raw": (np.uint8, (h, w, 3)), "jpeg": (bytes, (1,)), "float": (np.float32, (1, 3, h, w))}[payload]
+    inputs = Tensor(name=INPUT_NAME[payload], dtype=dtype, shape=shape)
     if engine.task == "segmentation":
         out = Tensor(name="mask", dtype=np.uint8, shape=(h, w))
     else:
         out = Tensor(name="logits", dtype=np.float32, shape=(engine.meta.num_classes,))
-    name = engine.model_id + PAYLOAD_SUFFIX[payload]
+    name = served_name(engine.model_id, payload)
     triton.bind(model_name=name, infer_func=infer, inputs=[inputs],
                 outputs=[out, Tensor(name="model_id", dtype=bytes, shape=(1,))],
                 config=ModelConfig(batching=False), strict=True)
@@ -235,7 +233,7 @@ def wait_models_ready(url: str, names, timeout_s: float, alive=lambda: True) -> 
 def served_names(models, payloads) -> list[str]:
     from robot_compress.runtime.engine import read_metadata
 
-    return [read_metadata(m).model_id + PAYLOAD_SUFFIX[p] for m in models for p in payloads]
+    return [served_name(read_metadata(m).model_id, p) for m in models for p in payloads]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
