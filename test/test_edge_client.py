@@ -9,6 +9,7 @@ from robot_compress.runtime import failover
 from robot_compress.runtime.edge_client import (
     EdgeClient,
     EdgeConnectionError,
+    EdgeError,
     EdgeResponseError,
     EdgeServerError,
     EdgeTimeout,
@@ -96,13 +97,34 @@ def test_blackhole_times_out_within_the_given_deadline():
         assert info.value.kind == failover.TIMEOUT
 
 
+# What each kind of garbage must be reported as: an HTTP error status is the server's (server_error); an answer
+# that is not a valid result, however it is broken, is invalid. None of them is a connect failure.
+GARBAGE_ERRORS = {
+    "not_http": EdgeResponseError,      # bytes that are no HTTP status line
+    "bad_json": EdgeResponseError,      # inference header that is not JSON
+    "wrong_shape": EdgeResponseError,   # mask of another size than the served model's
+    "wrong_dtype": EdgeResponseError,   # FP32 where the mask is UINT8
+    "bad_class": EdgeResponseError,     # class id beyond the local model's labels
+    "truncated": EdgeResponseError,     # binary sizes that do not add up to the body
+    "no_output": EdgeResponseError,     # no mask output at all
+    "http_500": EdgeServerError,
+}
+KIND_OF = {EdgeResponseError: failover.INVALID, EdgeServerError: failover.SERVER}
+
+
+def test_every_garbage_kind_has_its_expected_error():
+    assert set(GARBAGE_ERRORS) == set(GARBAGE_KINDS)
+
+
 @pytest.mark.parametrize("kind", GARBAGE_KINDS)
-def test_garbage_responses_raise_and_never_become_results(kind):
+def test_garbage_responses_raise_their_error_kind_and_never_become_results(kind):
+    expected = GARBAGE_ERRORS[kind]
     with MisbehavingServer("m", TEACHER_HW, 11, kind=kind) as server:
         client = EdgeClient(server.url, "m", _seg_meta())
-        with pytest.raises((EdgeResponseError, EdgeServerError, EdgeConnectionError)) as info:
+        with pytest.raises(EdgeError) as info:
             client.infer(frame(), timeout_s=2.0)
-        assert info.value.kind in (failover.INVALID, failover.SERVER, failover.CONNECT)
+        assert type(info.value) is expected, f"{kind}: {info.value!r}"
+        assert info.value.kind == KIND_OF[expected]
         assert server.requests >= 1
 
 
