@@ -355,6 +355,17 @@ def plots(latency: dict, fig_dir: Path) -> list[str]:
 
 def render(info: dict, latency: dict, node: dict | None, failover: dict | None, figures: list[str],
            quick: bool, elapsed_s: float, fig_rel: str = "figures", build_rel: str = "build/bench") -> str:
+    """The whole of BENCHMARKS.md, section by section, from one run's measurements."""
+    out = _header_section(info, latency, quick, elapsed_s, build_rel)
+    out += _goals_section(latency, node)
+    out += _latency_section(latency, figures, fig_rel)
+    out += _node_section(node)
+    out += _failover_section(failover)
+    return "\n".join(out)
+
+
+def _header_section(info: dict, latency: dict, quick: bool, elapsed_s: float, build_rel: str) -> list[str]:
+    """Where the numbers come from: command, commit, machine, load, method."""
     load1 = info["load_start"][0]
     busy = load1 > 0.5 * (info["cores"] or 1)
     out = [
@@ -381,8 +392,12 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
     ]
     if quick:
         out += ["> **--quick smoke run**: few timing runs, nothing scored; not numbers to quote.", ""]
+    return out
+
+
+def _goals_section(latency: dict, node: dict | None) -> list[str]:
     goals = goal_rows(latency, node)
-    out += ["## Goals (issue 8)", "", "| goal | measured | holds |", "|---|---|---|"]
+    out = ["## Goals (issue 8)", "", "| goal | measured | holds |", "|---|---|---|"]
     out += [f"| {g['goal']} | {g['measured']} | {_holds(g['holds'])} |" for g in goals]
     out += [""]
     missed = [g for g in goals if g.get("why")]
@@ -390,8 +405,11 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
         out += ["What limits each missed goal (from the same run):", ""]
         out += [f"- {g['goal']}: {g['why']}" for g in missed]
         out += [""]
+    return out
 
-    out += ["## Model latency: teacher vs student variants", ""]
+
+def _latency_section(latency: dict, figures: list[str], fig_rel: str) -> list[str]:
+    out = ["## Model latency: teacher vs student variants", ""]
     for g in latency["groups"]:
         runs = {v["timing"]["1"]["runs"] for v in latency["variants"] if v["group"] == g["name"]}
         h, w = g["frame_hw"]
@@ -417,66 +435,73 @@ def render(info: dict, latency: dict, node: dict | None, failover: dict | None, 
         "calibration). Its speed depends on the CPU's integer dot-product support (VNNI); measure, don't assume.",
         "",
     ]
-    if latency.get("profile"):
-        out += ["### Where the time goes (onnxruntime profiler, 1 thread, fastest and shipped students)",
-                ""]
-        by_key = {(v["group"], v["name"]): v for v in latency["variants"]}
-        profiled = list(latency["profile"].items())
-        profiled += [(group, prof) for group, profs in latency.get("profile_deployed", {}).items() for prof in profs]
-        order = [g["name"] for g in latency["groups"]]
-        profiled.sort(key=lambda gp: order.index(gp[0]) if gp[0] in order else len(order))  # stable: fastest first
-        for group, prof in profiled:
-            ops = ", ".join(f"{o['op']} {o['share'] * 100:.0f} % ({o['ms_per_run']:.2f} ms)" for o in prof["ops"])
-            t = by_key[(group, prof["variant"])]["timing"]["1"]
-            out += [f"- {group}, {prof['variant']}: kernels {ops}; outside the session (frame p50 - session p50: "
-                    f"camera-frame resize, normalise, argmax / top-k, mask back to frame size) "
-                    f"{t['frame_p50'] - t['session_p50']:.2f} ms"]
-        out += [""]
+    out += _profile_lines(latency)
     if figures:
         out += ["![accuracy vs latency](" + f"{fig_rel}/bench_accuracy_latency.png)", "",
                 "![latency per variant](" + f"{fig_rel}/bench_latency_bars.png)", ""]
+    return out
 
-    out += ["## perception_node overhead", ""]
+
+def _profile_lines(latency: dict) -> list[str]:
+    """Where the time goes in the profiled variants (fastest and shipped students), group order kept."""
+    if not latency.get("profile"):
+        return []
+    out = ["### Where the time goes (onnxruntime profiler, 1 thread, fastest and shipped students)", ""]
+    by_key = {(v["group"], v["name"]): v for v in latency["variants"]}
+    profiled = list(latency["profile"].items())
+    profiled += [(group, prof) for group, profs in latency.get("profile_deployed", {}).items() for prof in profs]
+    order = [g["name"] for g in latency["groups"]]
+    profiled.sort(key=lambda gp: order.index(gp[0]) if gp[0] in order else len(order))  # stable: fastest first
+    for group, prof in profiled:
+        ops = ", ".join(f"{o['op']} {o['share'] * 100:.0f} % ({o['ms_per_run']:.2f} ms)" for o in prof["ops"])
+        t = by_key[(group, prof["variant"])]["timing"]["1"]
+        out += [f"- {group}, {prof['variant']}: kernels {ops}; outside the session (frame p50 - session p50: "
+                f"camera-frame resize, normalise, argmax / top-k, mask back to frame size) "
+                f"{t['frame_p50'] - t['session_p50']:.2f} ms"]
+    return out + [""]
+
+
+def _node_section(node: dict | None) -> list[str]:
+    out = ["## perception_node overhead", ""]
     if not node:
-        out += ["Not run (--skip-node).", ""]
-    elif "error" in node:
-        out += ["The node benchmark failed:", "", "```", node["error"], "```", ""]
-    else:
-        out += [f"`bench/node_overhead.py --frames {node['frames']}` with `{Path(node['model']).name}`, "
-                f"{node['threads']} thread. Closed loop (publish, wait for the result, next), node / echo / bare "
-                "Engine interleaved in blocks of 10 frames. *overhead* = node p50 - Engine p50; *beyond echo* = "
-                "overhead - echo p50 (the echo node is the cheapest rclpy round trip with the same messages); "
-                "*in-node* = the node's own receipt -> result time; frames here are width x height. "
-                "*open loop*: frames published at 30 Hz without waiting; a missing result is a drop.", "",
-                "| frame | Engine p50 | in-node p50 | node p50 | node p95 | echo p50 | overhead p50 | beyond echo | "
-                "open loop: results / sent | frames/s | node RSS peak MB |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for frame, r in node["sizes"].items():
-            s = r.get("sustained") or {}
-            overhead = r["node"][0] - r["engine"][0]
-            out.append(f"| {frame} | {r['engine'][0]:.2f} | {r['inside'][0]:.2f} | {r['node'][0]:.2f} | "
-                       f"{r['node'][1]:.2f} | "
-                       f"{r['echo'][0]:.2f} | {overhead:.2f} | {overhead - r['echo'][0]:.2f} | "
-                       f"{s.get('received', 'n/a')} / {s.get('published', 'n/a')} | {_f(s.get('fps'), '{:.1f}')} | "
-                       f"{r['node_rss_mb']['peak']:.0f} |")
-        out += [""]
+        return out + ["Not run (--skip-node).", ""]
+    if "error" in node:
+        return out + ["The node benchmark failed:", "", "```", node["error"], "```", ""]
+    out += [f"`bench/node_overhead.py --frames {node['frames']}` with `{Path(node['model']).name}`, "
+            f"{node['threads']} thread. Closed loop (publish, wait for the result, next), node / echo / bare "
+            "Engine interleaved in blocks of 10 frames. *overhead* = node p50 - Engine p50; *beyond echo* = "
+            "overhead - echo p50 (the echo node is the cheapest rclpy round trip with the same messages); "
+            "*in-node* = the node's own receipt -> result time; frames here are width x height. "
+            "*open loop*: frames published at 30 Hz without waiting; a missing result is a drop.", "",
+            "| frame | Engine p50 | in-node p50 | node p50 | node p95 | echo p50 | overhead p50 | beyond echo | "
+            "open loop: results / sent | frames/s | node RSS peak MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for frame, r in node["sizes"].items():
+        s = r.get("sustained") or {}
+        overhead = r["node"][0] - r["engine"][0]
+        out.append(f"| {frame} | {r['engine'][0]:.2f} | {r['inside'][0]:.2f} | {r['node'][0]:.2f} | "
+                   f"{r['node'][1]:.2f} | "
+                   f"{r['echo'][0]:.2f} | {overhead:.2f} | {overhead - r['echo'][0]:.2f} | "
+                   f"{s.get('received', 'n/a')} / {s.get('published', 'n/a')} | {_f(s.get('fps'), '{:.1f}')} | "
+                   f"{r['node_rss_mb']['peak']:.0f} |")
+    return out + [""]
 
-    out += ["## Failover: switch-over and recovery", ""]
+
+def _failover_section(failover: dict | None) -> list[str]:
+    out = ["## Failover: switch-over and recovery", ""]
     if not failover:
-        out += ["Not run (--skip-failover).", ""]
-    elif "error" in failover:
-        out += ["The failover benchmark did not run:", "", "```", failover["error"], "```", ""]
-    else:
-        out += [f"`bench/failover_bench.py --seconds {failover['seconds']:g}` (a real Triton server behind the "
-                "fault proxy, local student as fallback). " + failover["caption"], "",
-                "*switch ms* = latency of the first frame after the fault starts; *recover s* = fault end (server "
-                "ready again, for server_kill) -> first edge result.", ""]
-        if failover["rows"]:
-            head = list(failover["rows"][0])
-            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            out += ["| " + " | ".join(r.get(h, "") for h in head) + " |" for r in failover["rows"]]
-        out += [""]
-    return "\n".join(out)
+        return out + ["Not run (--skip-failover).", ""]
+    if "error" in failover:
+        return out + ["The failover benchmark did not run:", "", "```", failover["error"], "```", ""]
+    out += [f"`bench/failover_bench.py --seconds {failover['seconds']:g}` (a real Triton server behind the "
+            "fault proxy, local student as fallback). " + failover["caption"], "",
+            "*switch ms* = latency of the first frame after the fault starts; *recover s* = fault end (server "
+            "ready again, for server_kill) -> first edge result.", ""]
+    if failover["rows"]:
+        head = list(failover["rows"][0])
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(r.get(h, "") for h in head) + " |" for r in failover["rows"]]
+    return out + [""]
 
 
 def write_doc(doc: Path, latency: dict, bench_all: dict, build: Path) -> str:
