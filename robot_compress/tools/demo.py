@@ -300,89 +300,124 @@ def format_summary(s: dict, score=None) -> str:
 
 def run_demo(args) -> int:
     t_start = time.monotonic()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("output_bag", "timeline.png", "summary.json"):
-        p = out / stale
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    work = out / "work"
-    work.mkdir(exist_ok=True)
-
-    student, teacher, note = locate_models(work)
+    out = _fresh_output_dir(Path(args.out))
+    student, teacher, note = locate_models(out / "work")
     say(f"models: {note}")
-    bag = work / "demo_input_bag"
+    bag = out / "work" / "demo_input_bag"
     info = build_demo_bag(bag, args.source, args.frames, args.rate_hz, allow_apt=not args.no_apt)
     say(f"footage: {info['kind']} from {info['source']} -> {args.frames} frames at {args.rate_hz:g} Hz "
         f"({info['note']})")
-
-    from robot_compress.tools.serve import edge_python
-
-    use_edge = not args.no_edge and edge_python() is not None
-    if not use_edge:
-        why = "--no-edge" if args.no_edge else ".venv-edge is missing (make edge-venv)"
-        say(f"EDGE DISABLED ({why}): the node runs local-only; no link drop is shown")
-    domain = pick_domain_id()
-    env = localhost_dds_env(domain)
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
-                                           "RMW_IMPLEMENTATION", "ROS_DOMAIN_ID")})
+    use_edge = _edge_wanted(args)
+    env, domain = _confine_dds()
     events: dict = {}
     with ExitStack() as stack:
-        overrides = {"input_topic": INPUT_TOPIC, "result_topic": RESULT_TOPIC.lstrip("/"),
-                     "mask_topic": MASK_TOPIC.lstrip("/"), "mode": "local", "threads": 1,
-                     "qos_reliability": "reliable", "qos_depth": 10, "diagnostics_period_s": 0.5,
-                     # The node must subscribe the message type the bag holds (Image vs CompressedImage).
-                     "compressed_input": info["image_format"] == "jpeg"}
-        proxy = None
-        if use_edge:
-            from robot_compress.runtime.engine import read_metadata
-            from robot_compress.tools.faultproxy import FaultProxy
-            from robot_compress.tools.serve import EdgeServerProcess
-
-            say(f"starting the edge server (Triton) with {teacher.name} ...")
-            t0 = time.monotonic()
-            server = EdgeServerProcess([teacher], log_path=out / "edge_server.log", max_lifetime_s=900)
-            stack.callback(_timed, "edge server stopped", stop_server, server)
-            server.start(ready_timeout_s=120)
-            proxy = stack.enter_context(FaultProxy(server.http_port, max_lifetime_s=900))
-            say(f"edge server ready on {server.url} in {time.monotonic() - t0:.1f} s; node talks to it through "
-                f"the fault proxy {proxy.url}")
-            overrides.update(mode="auto", edge_url=proxy.url, edge_model=read_metadata(teacher).model_id,
-                             frame_deadline_ms=args.deadline_ms, hedge_after_ms=min(args.hedge_ms, args.deadline_ms),
-                             failure_threshold=3, recovery_probes=3, probe_interval_ms=100.0,
-                             probe_backoff_max_ms=500.0)
+        overrides = _node_overrides(info)
+        proxy = _start_edge(stack, teacher, out, args, overrides) if use_edge else None
         params = write_node_params(out / "perception_params.yaml", overrides)
         node = start_node(params, student, env, out / "node.log")
         stack.callback(_timed, "perception_node stopped", stop_process_group, node)
         say(f"perception_node started as launch would (--params-file {params}), mode {overrides['mode']}, "
             f"ROS_DOMAIN_ID={domain}")
-
-        down_at, up_at = args.frames // 3, 2 * args.frames // 3
-
-        def on_frame(index, total):
-            if node.poll() is not None:
-                raise RuntimeError(f"perception_node exited with code {node.returncode}; see {out / 'node.log'}")
-            if proxy is None:
-                return
-            if index == down_at:
-                proxy.link_down()
-                events["link_down_frame"] = index
-                say(f"frame {index}: edge link DOWN (fault proxy resets connections)")
-            elif index == up_at:
-                proxy.passthrough()
-                events["link_up_frame"] = index
-                say(f"frame {index}: edge link RESTORED")
-
         say(f"replaying {bag.name} at camera rate ...")
         report = replay(bag, out / "output_bag", rate=1.0, record=default_record_topics(MASK_TOPIC, RESULT_TOPIC),
-                        expect_topic=RESULT_TOPIC, wait_timeout_s=90, drain_s=5, on_frame=on_frame,
-                        log=lambda s: say(s))
-        rc = stop_process_group(node)
-        say(f"perception_node exited with code {rc}")
+                        expect_topic=RESULT_TOPIC, wait_timeout_s=90, drain_s=5,
+                        on_frame=_link_drop_script(node, proxy, events, args.frames, out), log=lambda s: say(s))
+        say(f"perception_node exited with code {stop_process_group(node)}")
     say("all demo processes stopped")
-
-    result = analyse(report, events, args.rate_hz)
-    summary = result["summary"]
+    summary = _report(out, report, events, info, args.rate_hz, use_edge)
     summary.update(models=note, footage=info, edge=use_edge, wall_s=round(time.monotonic() - t_start, 1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    say(f"wrote {out / 'output_bag'} (replay output bag), {out / 'summary.json'}"
+        + (f", {out / 'timeline.png'}" if (out / "timeline.png").is_file() else "") + f" in {summary['wall_s']} s")
+    if not use_edge:
+        say("NOTE: this run was LOCAL-ONLY; with .venv-edge installed the demo adds the edge server and a link drop")
+    return 0 if summary["results"] > 0 else 1
+
+
+def _fresh_output_dir(out: Path) -> Path:
+    """`out` without a previous run's results (its work/ dir and bag cache stay)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("output_bag", "timeline.png", "summary.json"):
+        p = out / stale
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    (out / "work").mkdir(exist_ok=True)
+    return out
+
+
+def _edge_wanted(args) -> bool:
+    from robot_compress.tools.serve import edge_python
+
+    if not args.no_edge and edge_python() is not None:
+        return True
+    why = "--no-edge" if args.no_edge else ".venv-edge is missing (make edge-venv)"
+    say(f"EDGE DISABLED ({why}): the node runs local-only; no link drop is shown")
+    return False
+
+
+def _confine_dds() -> tuple[dict, int]:
+    """A private ROS_DOMAIN_ID and localhost-only DDS, for the node we start and the replay in this process."""
+    domain = pick_domain_id()
+    env = localhost_dds_env(domain)
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE",
+                                           "RMW_IMPLEMENTATION", "ROS_DOMAIN_ID")})
+    return env, domain
+
+
+def _node_overrides(info: dict) -> dict:
+    """The demo's values on top of config/perception.yaml (mode local until an edge is started)."""
+    return {"input_topic": INPUT_TOPIC, "result_topic": RESULT_TOPIC.lstrip("/"),
+            "mask_topic": MASK_TOPIC.lstrip("/"), "mode": "local", "threads": 1,
+            "qos_reliability": "reliable", "qos_depth": 10, "diagnostics_period_s": 0.5,
+            # The node must subscribe the message type the bag holds (Image vs CompressedImage).
+            "compressed_input": info["image_format"] == "jpeg"}
+
+
+def _start_edge(stack: ExitStack, teacher: Path, out: Path, args, overrides: dict):
+    """The edge server behind the fault proxy, both stopped by `stack`; the node's overrides switch to auto.
+    Returns the proxy (the demo drops the link through it)."""
+    from robot_compress.runtime.engine import read_metadata
+    from robot_compress.tools.faultproxy import FaultProxy
+    from robot_compress.tools.serve import EdgeServerProcess
+
+    say(f"starting the edge server (Triton) with {teacher.name} ...")
+    t0 = time.monotonic()
+    server = EdgeServerProcess([teacher], log_path=out / "edge_server.log", max_lifetime_s=900)
+    stack.callback(_timed, "edge server stopped", stop_server, server)
+    server.start(ready_timeout_s=120)
+    proxy = stack.enter_context(FaultProxy(server.http_port, max_lifetime_s=900))
+    say(f"edge server ready on {server.url} in {time.monotonic() - t0:.1f} s; node talks to it through "
+        f"the fault proxy {proxy.url}")
+    overrides.update(mode="auto", edge_url=proxy.url, edge_model=read_metadata(teacher).model_id,
+                     frame_deadline_ms=args.deadline_ms, hedge_after_ms=min(args.hedge_ms, args.deadline_ms),
+                     failure_threshold=3, recovery_probes=3, probe_interval_ms=100.0, probe_backoff_max_ms=500.0)
+    return proxy
+
+
+def _link_drop_script(node: subprocess.Popen, proxy, events: dict, frames: int, out: Path):
+    """The replay's per-frame hook: stop if the node died; drop the edge link for the middle third."""
+    down_at, up_at = frames // 3, 2 * frames // 3
+
+    def on_frame(index, total):
+        if node.poll() is not None:
+            raise RuntimeError(f"perception_node exited with code {node.returncode}; see {out / 'node.log'}")
+        if proxy is None:
+            return
+        if index == down_at:
+            proxy.link_down()
+            events["link_down_frame"] = index
+            say(f"frame {index}: edge link DOWN (fault proxy resets connections)")
+        elif index == up_at:
+            proxy.passthrough()
+            events["link_up_frame"] = index
+            say(f"frame {index}: edge link RESTORED")
+
+    return on_frame
+
+
+def _report(out: Path, report, events: dict, info: dict, rate_hz: float, use_edge: bool) -> dict:
+    """Summary numbers, accuracy against the labels (when the footage has them), timeline.png; prints the table."""
+    result = analyse(report, events, rate_hz)
+    summary = result["summary"]
     score = None
     if "class_names" in info:
         from robot_compress.tools.score import score as score_bag
@@ -391,14 +426,9 @@ def run_demo(args) -> int:
         summary["accuracy"] = {"pixel_acc": score.overall["pixel_acc"], "miou": score.overall["miou"],
                                "frames_scored": score.frames_scored, "by_source": score.by_source}
     title = f"{info['kind']} footage, {'edge + local failover' if use_edge else 'local only (no edge)'}"
-    png = plot_timeline(result["rows"], events, out / "timeline.png", title)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot_timeline(result["rows"], events, out / "timeline.png", title)
     print(format_summary(summary, score))
-    say(f"wrote {out / 'output_bag'} (replay output bag), {out / 'summary.json'}"
-        + (f", {out / 'timeline.png'}" if png else "") + f" in {summary['wall_s']} s")
-    if not use_edge:
-        say("NOTE: this run was LOCAL-ONLY; with .venv-edge installed the demo adds the edge server and a link drop")
-    return 0 if summary["results"] > 0 else 1
+    return summary
 
 
 def main(argv=None) -> int:

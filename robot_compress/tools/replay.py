@@ -127,85 +127,140 @@ def replay(bag, out_bag=None, *, rate: float = 1.0, loops: int = 1, start_offset
 
 def _run_ros(report, frames, camera_types, remap, record, expect_topic, rate, loops, loop_span_ns, clock,
              wait_timeout_s, drain_s, qos_depth, reliable, on_frame, stop, prime, log) -> int:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    """Publish the frames and record the outputs; returns the wall-clock origin (ns) of the timeline."""
+    camera_qos, out_qos = _qos_profiles(qos_depth, reliable)
+    lock = threading.Lock()
+    with _RosSession() as ros:
+        pubs = {t: ros.node.create_publisher(bags.rclpy_type(mt), remap.get(t, t), camera_qos)
+                for t, mt in camera_types.items()}
+        clock_pub = ros.node.create_publisher(bags.rclpy_type(bags.CLOCK), "/clock", 10) if clock else None
+        subs = {t: ros.node.create_subscription(bags.rclpy_type(mt), t, _recorder(report, lock, t, mt), out_qos,
+                                                raw=True)
+                for t, mt in record.items()}
+        ros.spin_in_background()
+        _wait_for_graph(ros.node, pubs, subs, wait_timeout_s, stop, log)
+        timeline = _Timeline(frames[0][2], rate, loop_span_ns)
+
+        def first_result():  # the node's warm-up must not cost frames
+            _wait_first_result(report, lock, expect_topic, wait_timeout_s, stop, log)
+
+        _publish_frames(report, frames, loops, timeline, pubs, clock_pub, remap, on_frame, stop,
+                        first_result if prime and expect_topic else None)
+        report.drained = _drain(report, lock, expect_topic, drain_s, stop)
+        report.wall_s = time.monotonic() - timeline.mono_origin
+        return timeline.wall_origin
+
+
+def _qos_profiles(depth: int, reliable: bool):
+    """(camera publishers' QoS, recorder subscriptions' QoS)."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    from robot_compress.tools.ros_env import apply_localhost_dds
+    camera = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth), durability=DurabilityPolicy.VOLATILE,
+                        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+    out = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.VOLATILE)
+    return camera, out
 
-    apply_localhost_dds()  # keeps an already chosen ROS_DOMAIN_ID
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(qos_depth), durability=DurabilityPolicy.VOLATILE,
-                     reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
-    out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-    context = rclpy.Context()
-    # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here so callers (the demo) clean up.
-    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    node = executor = None
-    stop_spin = threading.Event()
-    lock = threading.Lock()
-    try:
-        node = rclpy.create_node("robot_compress_replay", context=context)
-        pubs = {t: node.create_publisher(bags.rclpy_type(mt), remap.get(t, t), qos) for t, mt in camera_types.items()}
-        clock_pub = node.create_publisher(bags.rclpy_type(bags.CLOCK), "/clock", 10) if clock else None
 
-        def recorder(topic, msgtype):
-            def callback(raw):
-                with lock:
-                    report.records.append(Record(topic, msgtype, time.time_ns(), bytes(raw)))
-            return callback
+class _RosSession:
+    """A private rclpy context with one node, spun by a background thread; everything torn down on exit."""
 
-        subs = {t: node.create_subscription(bags.rclpy_type(mt), t, recorder(t, mt), out_qos, raw=True)
-                for t, mt in record.items()}
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor, stop_spin), daemon=True)
-        spinner.start()
+    def __enter__(self):
+        import rclpy
 
-        _wait_for_graph(node, pubs, subs, wait_timeout_s, stop, log)
-        total = len(frames) * loops
-        index = 0
-        wall_origin = time.time_ns()
-        mono_origin = time.monotonic()
-        t0 = frames[0][2]
-        for loop in range(loops):
-            shift = loop * loop_span_ns
-            for topic, msgtype, t_ns, raw in frames:
-                if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
-                due = mono_origin + (t_ns - t0 + shift) / 1e9 / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                if on_frame is not None:
-                    on_frame(index, total)
-                msg = bags.to_rclpy(raw, msgtype)
-                if shift:  # loops re-stamp so every published frame has its own stamp
-                    stamp = bags.stamp_to_ns(msg.header.stamp) + shift
-                    msg.header.stamp.sec, msg.header.stamp.nanosec = bags.ns_to_sec_nsec(stamp)
-                if clock_pub is not None:
-                    clock_msg = bags.rclpy_type(bags.CLOCK)()
-                    clock_msg.clock.sec, clock_msg.clock.nanosec = bags.ns_to_sec_nsec(t_ns + shift)
-                    clock_pub.publish(clock_msg)
-                pubs[topic].publish(msg)
-                report.published.append((remap.get(topic, topic), bags.stamp_to_ns(msg.header.stamp),
-                                         msg.header.frame_id))
-                index += 1
-                if index == 1 and prime and expect_topic:
-                    # The node's first frame pays its warm-up (lazy imports, first session run); wait for
-                    # it so a latest-frame-wins node does not drop the next frames, then keep bag timing.
-                    _wait_first_result(report, lock, expect_topic, wait_timeout_s, stop, log)
-                    mono_origin = time.monotonic() - (t_ns - t0) / 1e9 / rate
-        report.drained = _drain(report, lock, expect_topic, drain_s, stop)
-        report.wall_s = time.monotonic() - mono_origin
-        return wall_origin
-    finally:
-        stop_spin.set()
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        from robot_compress.tools.ros_env import apply_localhost_dds
+
+        apply_localhost_dds()  # keeps an already chosen ROS_DOMAIN_ID
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        # No rclpy signal handlers: Ctrl-C must raise KeyboardInterrupt here so callers (the demo) clean up.
+        rclpy.init(context=self.context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+        self.node = self.executor = None
+        self._stop_spin = threading.Event()
+        try:
+            self.node = rclpy.create_node("robot_compress_replay", context=self.context)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def spin_in_background(self) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        threading.Thread(target=_spin, args=(self.executor, self._stop_spin), daemon=True).start()
+
+    def __exit__(self, *exc) -> None:
+        self._stop_spin.set()
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=1.0)
+        if self.node is not None:
+            self.node.destroy_node()
+        self._rclpy.try_shutdown(context=self.context)
+
+
+def _recorder(report, lock, topic: str, msgtype: str):
+    def callback(raw):
+        with lock:
+            report.records.append(Record(topic, msgtype, time.time_ns(), bytes(raw)))
+    return callback
+
+
+@dataclass
+class _Timeline:
+    """Bag time -> this process's clocks: a frame stamped t_ns goes out (t_ns - t0) / rate after the origin."""
+
+    t0: int
+    rate: float
+    loop_span_ns: int
+    wall_origin: int = 0
+    mono_origin: float = 0.0
+
+    def start(self) -> None:
+        self.wall_origin, self.mono_origin = time.time_ns(), time.monotonic()
+
+    def due(self, t_ns: int, shift: int) -> float:
+        return self.mono_origin + (t_ns - self.t0 + shift) / 1e9 / self.rate
+
+    def resume_after(self, t_ns: int) -> None:
+        """Keep bag timing from frame `t_ns` on, starting now (after a wait)."""
+        self.mono_origin = time.monotonic() - (t_ns - self.t0) / 1e9 / self.rate
+
+
+def _publish_frames(report, frames, loops, timeline: _Timeline, pubs, clock_pub, remap, on_frame, stop,
+                    after_first) -> None:
+    """Every frame, `loops` times, at its bag time; loops re-stamp so every published frame has its own stamp.
+    `after_first`: called once the first frame is out (and the timeline resumes after it)."""
+    total, index = len(frames) * loops, 0
+    timeline.start()
+    for loop in range(loops):
+        shift = loop * timeline.loop_span_ns
+        for topic, msgtype, t_ns, raw in frames:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            delay = timeline.due(t_ns, shift) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if on_frame is not None:
+                on_frame(index, total)
+            msg = bags.to_rclpy(raw, msgtype)
+            if shift:
+                stamp = bags.stamp_to_ns(msg.header.stamp) + shift
+                msg.header.stamp.sec, msg.header.stamp.nanosec = bags.ns_to_sec_nsec(stamp)
+            if clock_pub is not None:
+                clock_msg = bags.rclpy_type(bags.CLOCK)()
+                clock_msg.clock.sec, clock_msg.clock.nanosec = bags.ns_to_sec_nsec(t_ns + shift)
+                clock_pub.publish(clock_msg)
+            pubs[topic].publish(msg)
+            report.published.append((remap.get(topic, topic), bags.stamp_to_ns(msg.header.stamp),
+                                     msg.header.frame_id))
+            index += 1
+            if index == 1 and after_first is not None:
+                # The first frame pays the node's warm-up (lazy imports, first session run); a latest-frame-wins
+                # node would drop the next frames meanwhile.
+                after_first()
+                timeline.resume_after(t_ns)
 
 
 def _spin(executor, stop_spin):
