@@ -1,6 +1,8 @@
 """The PARAMETERS table without ROS: types (integers for floats), relations, runtime flags, model_path."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from robot_compress.ros.parameters import (
@@ -10,9 +12,14 @@ from robot_compress.ros.parameters import (
     SPECS,
     ConfigError,
     coerce,
+    edge_settings,
     resolve_model_path,
     validate,
+    with_table,
 )
+from robot_compress.runtime.failover import FailoverConfig
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 DEFAULTS = {p.name: p.default for p in PARAMETERS}
 # Parameters that change nothing but a value the node reads per frame or per report.
@@ -48,6 +55,7 @@ def test_wrong_types_are_refused_naming_the_parameter(name, value, words):
     ({"edge_urls": []}, ["'edge_urls'", "at least one"]),
     ({"edge_urls": ["127.0.0.1:8000"]}, ["'edge_urls'", "http://HOST:PORT"]),
     ({"edge_url": "ftp://x"}, ["'edge_url'"]),
+    ({"edge_urls": ["http://a:1", "http://b:2", "http://a:1"]}, ["'edge_urls'", "http://a:1 twice"]),
 ])
 def test_bad_values_and_relations_are_refused_with_the_reason(change, words):
     with pytest.raises(ConfigError) as info:
@@ -85,3 +93,31 @@ def test_model_path_lookup(tmp_path, monkeypatch):
     assert resolve_model_path(str(tmp_path / "missing.onnx")) == tmp_path / "missing.onnx"  # Engine names it
     with pytest.raises(ConfigError, match="not found"):
         resolve_model_path("other.onnx")
+
+
+def test_edge_settings_are_typed_from_the_values_in_seconds():
+    values = validate({**DEFAULTS, "mode": "edge", "edge_urls": ["http://a:1", "http://b:2"], "frame_deadline_ms": 250,
+                       "hedge_after_ms": 60, "replica_hedge_ms": 30, "edge_max_in_flight": 2})
+    edge = edge_settings(values)
+    assert edge.urls == ("http://a:1", "http://b:2") and edge.payload == "jpeg" and edge.model == ""
+    cfg = edge.failover
+    assert (cfg.mode, cfg.deadline_s, cfg.hedge_after_s, cfg.replica_hedge_s, cfg.max_in_flight) == \
+        ("edge", 0.25, 0.06, 0.03, 2)
+    assert edge_settings({**values, "edge_url": "http://c:3"}).urls == ("http://c:3",)  # the one-server form wins
+
+
+def test_failover_defaults_are_the_policys_own():
+    """One source: the node's defaults are FailoverConfig's, in the node's units."""
+    assert edge_settings({**DEFAULTS, "mode": "auto"}).failover == FailoverConfig(mode="auto")
+
+
+def test_readme_parameter_table_is_the_generated_one():
+    text = README.read_text()
+    fix = "python -m robot_compress.ros.parameters --readme README.md"
+    assert text == with_table(text), f"README.md's parameter table is out of date: run {fix}"
+    for p in PARAMETERS:
+        assert f"| `{p.name}` |" in text
+
+
+def test_readme_stays_a_package_readme():
+    assert README.stat().st_size <= 8 * 1024, "README.md is over 8 KB: move detail to docs/"

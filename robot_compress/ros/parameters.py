@@ -1,7 +1,7 @@
 """perception_node's parameters: one table drives declaration, start-up and live validation, read-only flags,
-config/perception.yaml and its test, and the README's parameter table (`python -m robot_compress.ros.parameters
---markdown`). The typed settings the runtime takes (FailoverConfig, the edge replicas) are built here too, so the
-runtime never reads a ROS parameter name; the failover defaults come from FailoverConfig itself.
+config/perception.yaml and its test, and README.md's parameter table (`python -m robot_compress.ros.parameters
+--readme README.md`). The typed settings the runtime takes (FailoverConfig, the edge replicas) are built here
+too, so the runtime never reads a ROS parameter name; the failover defaults come from FailoverConfig itself.
 
 Plain Python (rclpy is imported only where a ROS type constant is asked for), so the entry points can import
 this before anything heavy. `runtime=True` marks a parameter that may change while the node runs (`ros2 param
@@ -103,8 +103,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("mode", "local", "Where frames are processed: local|edge|auto. local: on-robot model only, no "
           "network; edge: edge server only (a failed frame is an error); auto: edge with hedged local "
           "failover (docs/EDGE.md).", _one_of(*MODES), runtime=True),
-    Param("frame_deadline_ms", _ms(POLICY_DEFAULTS.deadline_s), "Per-frame deadline after receipt in ms (> 0); "
-          "misses are counted and drive failover in auto mode.", _positive, runtime=True),
+    Param("frame_deadline_ms", _ms(POLICY_DEFAULTS.deadline_s), "Per-frame deadline after receipt in ms (> 0). "
+          "Misses are counted and drive failover in auto mode.", _positive, runtime=True),
     Param("diagnostics_period_s", 1.0, "Period of /diagnostics reports in seconds (> 0).", _positive,
           runtime=True),
     # Edge offload (mode edge|auto; see robot_compress/runtime/failover.py for the state table).
@@ -114,13 +114,13 @@ PARAMETERS: tuple[Param, ...] = (
     Param("edge_url", "", "Single edge server, http://HOST:PORT; when set it replaces edge_urls (the older "
           "one-server form). Empty: use edge_urls.", lambda v: None if v == "" else _url(v), runtime=True),
     Param("edge_model", "", "Model name on the edge server; empty: the local model's model_id.", runtime=True),
-    Param("edge_payload", "jpeg", "Frame encoding sent to the edge: raw|jpeg|float, at the teacher's input "
-          "size (jpeg: 16x fewer bytes, fastest on a constrained link, docs/EDGE.md).", _one_of(*PAYLOADS),
+    Param("edge_payload", "jpeg", "Frame encoding sent to the edge: raw|jpeg|float. Sent at the teacher's "
+          "input size; jpeg: 16x fewer bytes, fastest on a constrained link (docs/EDGE.md).", _one_of(*PAYLOADS),
           runtime=True),
     Param("hedge_after_ms", _ms(POLICY_DEFAULTS.hedge_after_s), "auto: start local inference if no edge replica "
           "has answered after this many ms (0..frame_deadline_ms).", _at_least(0.0), runtime=True),
-    Param("replica_hedge_ms", _ms(POLICY_DEFAULTS.replica_hedge_s), "With several edge_urls: send the frame to the "
-          "next replica too if the earlier ones have not answered after this many ms each (0..frame_deadline_ms).",
+    Param("replica_hedge_ms", _ms(POLICY_DEFAULTS.replica_hedge_s), "With several edge_urls: ms each replica gets "
+          "before the frame also goes to the next one (0..frame_deadline_ms).",
           _at_least(0.0), runtime=True),
     Param("failure_threshold", POLICY_DEFAULTS.failure_threshold, "auto: consecutive failures that open a "
           "replica's breaker, integer >= 1.", _at_least(1), runtime=True),
@@ -131,9 +131,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("probe_backoff", POLICY_DEFAULTS.probe_backoff, "auto: factor (>= 1) by which the probe delay grows "
           "after a failed probe.", _at_least(1.0), runtime=True),
     Param("probe_backoff_max_ms", _ms(POLICY_DEFAULTS.probe_backoff_max_s), "auto: cap of the probe delay in ms "
-          "(>= probe_interval_ms); bounds the time to notice a restored link.", _positive, runtime=True),
+          "(>= probe_interval_ms). It bounds the time to notice a restored link.", _positive, runtime=True),
     Param("edge_max_in_flight", POLICY_DEFAULTS.max_in_flight, "Requests outstanding at once per edge replica, "
-          "integer >= 1; beyond it a frame is answered locally.", _at_least(1), runtime=True),
+          "integer >= 1. Beyond it a frame is answered locally.", _at_least(1), runtime=True),
 )
 SPECS: dict[str, Param] = {p.name: p for p in PARAMETERS}
 # What a change needs: a new Engine (and processor), a new processor, or nothing but the stored value.
@@ -262,14 +262,27 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+README_BEGIN, README_END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
+
+
+def with_table(readme: str) -> str:
+    """`readme` with the text between the parameter markers replaced by the current table."""
+    if README_BEGIN not in readme or README_END not in readme:
+        raise ValueError(f"no {README_BEGIN} ... {README_END} markers")
+    head, rest = readme.split(README_BEGIN, 1)
+    return f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{rest.split(README_END, 1)[1]}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m robot_compress.ros.parameters", description=__doc__.split("\n")[0])
-    ap.add_argument("--markdown", action="store_true", help="print the parameter table for README.md")
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown", action="store_true", help="print the parameter table")
+    group.add_argument("--readme", type=Path, metavar="PATH", help="rewrite the table between the markers in PATH")
     args = ap.parse_args(argv)
-    if not args.markdown:
-        ap.print_help()
-        return 2
-    print(markdown_table())
+    if args.markdown:
+        print(markdown_table())
+    else:
+        args.readme.write_text(with_table(args.readme.read_text()))
     return 0
 
 
