@@ -100,7 +100,7 @@ def run_replica_row(row, engine, server, cfg, seconds, frame):
     import dataclasses
 
     from robot_compress.runtime.edge_client import EdgeClient
-    from robot_compress.runtime.offload import EdgeUnavailableError, OffloadProcessor, replica_of
+    from robot_compress.runtime.offload import EdgeUnavailableError, OffloadProcessor
     from robot_compress.tools.faultproxy import FaultProxy
 
     edge_only = row.endswith("_edge")
@@ -120,7 +120,7 @@ def run_replica_row(row, engine, server, cfg, seconds, frame):
         received = time.monotonic()
         try:
             r = proc.process(frame, received, received + cfg.deadline_s)
-            log.append((r.source, replica_of(r), r.latency_ms))
+            log.append((r.source, r.edge_replica, r.latency_ms))
         except EdgeUnavailableError:  # no replica answered in time: a frame without a result
             log.append((None, None, (time.monotonic() - received) * 1000.0))
     st = proc.status()

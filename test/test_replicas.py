@@ -12,7 +12,7 @@ from edge_fixtures import assert_answered_in_time, start_server, teacher_and_stu
 from robot_compress.runtime.edge_client import EdgeClient, EdgeConnectionError, EdgeTimeout
 from robot_compress.runtime.engine import Engine
 from robot_compress.runtime.failover import EDGE, LOCAL, FailoverConfig
-from robot_compress.runtime.offload import EdgeUnavailableError, OffloadProcessor, replica_of
+from robot_compress.runtime.offload import EdgeUnavailableError, OffloadProcessor
 from robot_compress.runtime.results import InferenceResult
 from robot_compress.tools.faultproxy import FaultProxy
 
@@ -69,7 +69,7 @@ def test_a_refusing_replica_passes_the_frame_on_at_once_not_after_the_replica_he
     proc, (first, second), engine = offload(["refuse", "ok"])
     t0 = time.monotonic()
     result = process(proc)
-    assert result.source == "edge" and replica_of(result) == second.url
+    assert result.source == "edge" and result.edge_replica == second.url
     assert time.monotonic() - t0 < 5.0  # the replica hedge is 10 s: it did not wait for it
     assert len(first.calls) == 1 and engine.calls == 0
     proc.close()
@@ -78,7 +78,7 @@ def test_a_refusing_replica_passes_the_frame_on_at_once_not_after_the_replica_he
 def test_a_silent_replica_is_joined_by_the_next_after_the_replica_hedge():
     proc, (first, second), engine = offload(["hang", "ok"], replica_hedge_s=0.05)
     result = process(proc)
-    assert replica_of(result) == second.url and engine.calls == 0
+    assert result.edge_replica == second.url and engine.calls == 0
     assert second.calls[0] - first.calls[0] >= 0.05  # the next replica waited for its turn
     proc.close()
 
@@ -86,7 +86,7 @@ def test_a_silent_replica_is_joined_by_the_next_after_the_replica_hedge():
 def test_a_quick_first_replica_leaves_the_others_alone():
     proc, (first, second), _ = offload(["ok", "ok"])
     for _ in range(5):
-        assert replica_of(process(proc)) == first.url
+        assert process(proc).edge_replica == first.url
     assert len(second.calls) == 0
     proc.close()
 
@@ -94,7 +94,7 @@ def test_a_quick_first_replica_leaves_the_others_alone():
 def test_all_replicas_silent_means_the_local_model_answers_at_the_hedge():
     proc, clients, engine = offload(["hang", "hang"], hedge_after_s=0.1, replica_hedge_s=0.02, deadline_s=5.0)
     result = process(proc)
-    assert result.source == "local" and replica_of(result) is None and engine.calls == 1
+    assert result.source == "local" and result.edge_replica is None and engine.calls == 1
     assert all(len(c.calls) == 1 for c in clients) and proc.status()["hedged"] == 1
     proc.close()
 
@@ -103,7 +103,7 @@ def test_one_breaker_opens_and_frames_go_to_the_other_replica_first():
     proc, (first, second), engine = offload(["refuse", "ok"], failure_threshold=3, probe_interval_s=60.0,
                                             probe_backoff_max_s=60.0)
     for _ in range(6):
-        assert replica_of(process(proc)) == second.url
+        assert process(proc).edge_replica == second.url
     assert len(first.calls) == 3  # its breaker opened after 3 failures; no probe due within a minute
     st = proc.status()
     assert st["replica0.state"] == LOCAL and st["replica1.state"] == EDGE and st["state"] == EDGE
@@ -212,7 +212,7 @@ def stream(proc, seconds):
         time.sleep(max(0.0, start + i / 30 - time.monotonic()))
         received = time.monotonic()
         result = proc.process(CAMERA, received, received + DEADLINE)
-        rows.append((result.source, replica_of(result), result.latency_ms / 1000.0, result.model_id))
+        rows.append((result.source, result.edge_replica, result.latency_ms / 1000.0, result.model_id))
     return rows
 
 

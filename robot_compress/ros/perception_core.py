@@ -56,7 +56,7 @@ from robot_compress.runtime import postprocess
 from robot_compress.runtime.edge_client import EdgeClient
 from robot_compress.runtime.engine import Engine, ModelLoadError
 from robot_compress.runtime.latest_slot import LatestSlot
-from robot_compress.runtime.offload import OffloadProcessor, replica_of
+from robot_compress.runtime.offload import OffloadProcessor
 from robot_compress.runtime.processor import FrameProcessor, LocalProcessor
 from robot_compress.runtime.stats import FrameStats
 
@@ -267,8 +267,7 @@ class PerceptionCore:
         clients = getattr(self.pipeline.processor, "clients", [])
         if self.params["mode"] == "local" or not clients:
             return
-        ready = [c.url for c in clients if c.server_ready(EDGE_CHECK_TIMEOUT_S)
-                 and c.model_ready(EDGE_CHECK_TIMEOUT_S)]
+        ready = [c.url for c in clients if c.model_ready(EDGE_CHECK_TIMEOUT_S)]
         missing = [c.url for c in clients if c.url not in ready]
         if ready:
             self.log.info(f"edge model {clients[0].served_name!r} ready on {', '.join(ready)}")
@@ -324,8 +323,6 @@ class PerceptionCore:
                 blend = postprocess.overlay(rgb, result.mask, pipeline.engine.meta.num_classes)
                 self._pubs["overlay"].publish(image_msgs.rgb_to_image(blend, header))
         payload = result.to_dict(header.stamp.sec, header.stamp.nanosec, header.frame_id)
-        if replica_of(result):
-            payload["edge_replica"] = replica_of(result)
         self._pubs["result"].publish(String(data=json.dumps(payload)))
         self.stats.result(result.latency_ms)
 

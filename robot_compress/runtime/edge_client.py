@@ -96,10 +96,8 @@ class EdgeClient:
             return self._connections_opened
 
     # ---- readiness --------------------------------------------------------------------------------
-    def server_ready(self, timeout_s: float = 0.5) -> bool:
-        return self._get_status("/v2/health/ready", timeout_s) == 200
-
     def model_ready(self, timeout_s: float = 0.5) -> bool:
+        """The served model answers ready (which also means the server is up and reachable)."""
         return self._get_status(f"/v2/models/{self.served_name}/ready", timeout_s) == 200
 
     def describe(self, timeout_s: float = 1.0) -> ServedModel:

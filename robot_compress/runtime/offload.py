@@ -5,7 +5,7 @@ the I/O. Each replica has a small pool of worker threads, so the caller's thread
 the first replica whose breaker is closed, to the next one too if no answer came after replica_hedge_s, and in
 auto mode the local model runs on the caller's thread at hedge_after_s; the first valid result is returned.
 Every call returns exactly one result (auto) or raises EdgeUnavailableError (edge mode only). An edge result
-names its replica (`replica_of(result)`). Mode local never comes here: runtime/processor.py's LocalProcessor.
+names its replica (`result.edge_replica`). Mode local never comes here: runtime/processor.py's LocalProcessor.
 
 Threads: the caller (the node's worker), the edge pool threads and the diagnostics reader (the node's timer)
 share the policy, the counters, the in-flight counts and the last error; all of them change and are read only
@@ -31,11 +31,6 @@ COUNTERS = ("results_edge", "results_local", "hedged", "edge_busy", "frames_fail
 
 class EdgeUnavailableError(RuntimeError):
     """mode=edge and no replica gave a valid result for this frame (the message says why)."""
-
-
-def replica_of(result: InferenceResult) -> str | None:
-    """The base URL of the edge replica that produced `result`; None for a local result."""
-    return getattr(result, "edge_replica", None)
 
 
 class _EdgeJob:
@@ -228,7 +223,7 @@ class OffloadProcessor:
         outcome, result, error = failover.OK, None, None
         try:
             result = replica.client.infer(rgb, timeout_s=max(plan.deadline_at - self._clock(), 0.0))
-            result.edge_replica = replica.client.url  # carried to the result JSON by the node
+            result.edge_replica = replica.client.url
         except EdgeError as exc:
             outcome, error = exc.kind, exc
         except Exception as exc:  # noqa: BLE001 - anything else is a bad answer, never a result

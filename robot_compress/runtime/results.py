@@ -11,7 +11,8 @@ JSON schema "robot_compress/result/1" (std_msgs/String on the result topic):
   "latency_ms": float,                      # frame receipt -> result ready, on this node
   "top_k": [{"label": str, "score": float}, ...],   # classification only
   "class_fractions": {label: float, ...},           # segmentation only (mask is on the mask topic)
-  "mask_size": [height, width]                      # segmentation only
+  "mask_size": [height, width],                     # segmentation only
+  "edge_replica": str                               # an edge answer: the replica's base URL
 }
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ class InferenceResult:
     top_k: list[tuple[str, float]] | None = None
     mask: np.ndarray | None = None  # uint8 class ids at the input image's resolution
     class_fractions: dict[str, float] | None = None
+    edge_replica: str | None = None  # base URL of the edge replica that answered; None for a local result
 
     def to_dict(self, stamp_sec: int = 0, stamp_nanosec: int = 0, frame_id: str = "") -> dict:
         out = {
@@ -49,4 +51,6 @@ class InferenceResult:
             out["class_fractions"] = {k: round(v, 6) for k, v in (self.class_fractions or {}).items()}
             if self.mask is not None:
                 out["mask_size"] = [int(self.mask.shape[0]), int(self.mask.shape[1])]
+        if self.edge_replica:
+            out["edge_replica"] = self.edge_replica
         return out
