@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from robot_compress.cli import main  # noqa: E402
-from robot_compress.compress import recipe as rc  # noqa: E402
 from robot_compress.compress.balancing import median_frequency_weights, scheme_weights  # noqa: E402
 from robot_compress.compress.data import SegAugment, augment_segmentation, load_dataset  # noqa: E402
+from robot_compress.compress.recipe import RecipeError, parse_recipe  # noqa: E402
 from robot_compress.compress.train import poly_lr, scheduled_lr  # noqa: E402
 
 pytestmark = pytest.mark.toolkit
@@ -40,15 +40,15 @@ def test_no_camvid_recipe_carves_validation_from_train(path):
 def test_a_camvid_recipe_that_carves_or_scores_at_model_size_is_refused(bad):
     recipe = {"name": "x", "dataset": {**CAMVID, **bad}, "student": {"model": "lraspp_mobilenet_v3_large"},
               "stages": [{"stage": "export"}]}
-    with pytest.raises(rc.RecipeError, match="camvid must be validated on its own 'val' split"):
-        rc.parse_recipe(recipe)
+    with pytest.raises(RecipeError, match="camvid must be validated on its own 'val' split"):
+        parse_recipe(recipe)
 
 
 def test_val_split_and_val_fraction_together_are_refused():
     recipe = {"name": "x", "dataset": {"kind": "synthetic_seg", "val_split": "val", "val_fraction": 0.2},
               "student": {"model": "tiny_segnet"}, "stages": [{"stage": "export"}]}
-    with pytest.raises(rc.RecipeError, match="either val_split"):
-        rc.parse_recipe(recipe)
+    with pytest.raises(RecipeError, match="either val_split"):
+        parse_recipe(recipe)
 
 
 # ------------------------------------------------------------------ pure pieces
