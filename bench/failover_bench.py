@@ -139,14 +139,10 @@ def run_replica_row(row, engine, server, cfg, seconds, frame):
 def print_replica_rows(rows, cfg) -> None:
     print(f"\nReplicas: 30 Hz, fault for the whole row, one fault proxy per replica, replica hedge "
           f"{cfg.replica_hedge_s * 1000:.0f} ms, local hedge {cfg.hedge_after_s * 1000:.0f} ms\n")
-    head = ("row", "in", "edge per replica", "local", "no result", "p50 ms", "p95 ms", "p99 ms", "max ms",
-            "stalled requests", "late")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for r in rows:
-        print(f"| {r['row']} | {r['in']} | {r['by_replica']} | {r['local']} | {r['failed']} | {r['p50']:.1f} | "
-              f"{r['p95']:.1f} | "
-              f"{r['p99']:.1f} | {r['max']:.1f} | {r['stalled']} | {r['misses']} |")
+    print_table(("row", "in", "edge per replica", "local", "no result", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                 "stalled requests", "late"),
+                [(r["row"], r["in"], r["by_replica"], r["local"], r["failed"], f"{r['p50']:.1f}", f"{r['p95']:.1f}",
+                  f"{r['p99']:.1f}", f"{r['max']:.1f}", r["stalled"], r["misses"]) for r in rows])
 
 
 def warm_up(server, engine, frame, n: int = 10) -> None:
@@ -161,6 +157,14 @@ def warm_up(server, engine, frame, n: int = 10) -> None:
     finally:
         client.close()
 
+
+
+def print_table(head: tuple, rows: list[tuple]) -> None:
+    """A markdown table on stdout (bench/run_all.py parses it back)."""
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -212,14 +216,11 @@ def print_fault_rows(rows, args, cfg, hw) -> None:
     print(f"\n30 Hz, {args.seconds:.0f} s per row, fault from 1/3 to 2/3; deadline {cfg.deadline_s * 1000:.1f} ms, "
           f"hedge after {cfg.hedge_after_s * 1000:.0f} ms; teacher {hw[0]}x{hw[1]}, student {hw[0] // 2}x{hw[1] // 2}, "
           "JPEG payload\n")
-    head = ("fault", "in", "out", "edge", "local", "p50 ms", "p95 ms", "max ms", "switch ms", "recover s",
-            "on edge %", "transitions", "late")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for r in rows:
-        print(f"| {r['fault']} | {r['in']} | {r['out']} | {r['edge']} | {r['local']} | {r['p50']:.1f} | "
-              f"{r['p95']:.1f} | {r['max']:.1f} | {r['switch']:.1f} | {r['recovery']:.2f} | {r['edge_pct']:.0f} | "
-              f"{r['transitions']} | {r['misses']} |")
+    print_table(("fault", "in", "out", "edge", "local", "p50 ms", "p95 ms", "max ms", "switch ms", "recover s",
+                 "on edge %", "transitions", "late"),
+                [(r["fault"], r["in"], r["out"], r["edge"], r["local"], f"{r['p50']:.1f}", f"{r['p95']:.1f}",
+                  f"{r['max']:.1f}", f"{r['switch']:.1f}", f"{r['recovery']:.2f}", f"{r['edge_pct']:.0f}",
+                  r["transitions"], r["misses"]) for r in rows])
 
 
 if __name__ == "__main__":

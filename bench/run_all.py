@@ -461,13 +461,22 @@ def _profile_lines(latency: dict) -> list[str]:
     return out + [""]
 
 
+def _not_measured(result: dict | None, skip_flag: str, failed: str) -> list[str] | None:
+    """The lines for a benchmark that was skipped or failed; None when it has results."""
+    if not result:
+        return [f"Not run ({skip_flag}).", ""]
+    if "error" in result:
+        return [failed, "", "```", result["error"], "```", ""]
+    return None
+
+
 def _node_section(node: dict | None) -> list[str]:
-    out = ["## perception_node overhead", ""]
-    if not node:
-        return out + ["Not run (--skip-node).", ""]
-    if "error" in node:
-        return out + ["The node benchmark failed:", "", "```", node["error"], "```", ""]
-    out += [f"`bench/node_overhead.py --frames {node['frames']}` with `{Path(node['model']).name}`, "
+    return ["## perception_node overhead", ""] + (
+        _not_measured(node, "--skip-node", "The node benchmark failed:") or _node_lines(node))
+
+
+def _node_lines(node: dict) -> list[str]:
+    out = [f"`bench/node_overhead.py --frames {node['frames']}` with `{Path(node['model']).name}`, "
             f"{node['threads']} thread. Closed loop (publish, wait for the result, next), node / echo / bare "
             "Engine interleaved in blocks of 10 frames. *overhead* = node p50 - Engine p50; *beyond echo* = "
             "overhead - echo p50 (the echo node is the cheapest rclpy round trip with the same messages); "
@@ -488,12 +497,12 @@ def _node_section(node: dict | None) -> list[str]:
 
 
 def _failover_section(failover: dict | None) -> list[str]:
-    out = ["## Failover: switch-over and recovery", ""]
-    if not failover:
-        return out + ["Not run (--skip-failover).", ""]
-    if "error" in failover:
-        return out + ["The failover benchmark did not run:", "", "```", failover["error"], "```", ""]
-    out += [f"`bench/failover_bench.py --seconds {failover['seconds']:g}` (a real Triton server behind the "
+    return ["## Failover: switch-over and recovery", ""] + (
+        _not_measured(failover, "--skip-failover", "The failover benchmark did not run:") or _failover_lines(failover))
+
+
+def _failover_lines(failover: dict) -> list[str]:
+    out = [f"`bench/failover_bench.py --seconds {failover['seconds']:g}` (a real Triton server behind the "
             "fault proxy, local student as fallback). " + failover["caption"], "",
             "*switch ms* = latency of the first frame after the fault starts; *recover s* = fault end (server "
             "ready again, for server_kill) -> first edge result.", ""]

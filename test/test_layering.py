@@ -109,8 +109,7 @@ def test_node_and_runtime_load_without_torch_tools_or_toolkit_in_sys_modules():
         "print('LOADED', bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _python_exits_0(code, timeout=120)
 
 
 def test_cli_help_runs_without_importing_torch():
@@ -122,7 +121,12 @@ def test_cli_help_runs_without_importing_torch():
         "assert rc == 0 and 'replay' in out.getvalue() and 'distill' in out.getvalue()\n"
         "sys.exit(1 if 'torch' in sys.modules else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    _python_exits_0(code, timeout=60)
+
+
+def _python_exits_0(code: str, timeout: float) -> None:
+    """Run `code` in a fresh interpreter (this one has imported everything already)."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
