@@ -286,16 +286,8 @@ def _val_curve(run: str) -> str:
 
 def camvid_section() -> list[str]:
     """The CamVid block of RESULTS.md: goals of issue 12 and every CamVid run, all from metrics.json."""
-    from goals import (
-        ACC_BUDGET_PTS,
-        CAMVID_ANCHORS,
-        CAMVID_STUDENT_MIOU_GOAL,
-        CAMVID_TEACHER_MIOU_GOAL,
-        FPS_GOAL,
-        PARAM_SHARE_GOAL,
-    )
+    from goals import CAMVID_ANCHORS
 
-    from robot_compress.compress.report import pruning_method, run_seconds, training_seconds_by_device
     from robot_compress.compress.runinfo import git_commit
 
     lines = [CAMVID_BEGIN, "", "## CamVid: the edge teacher and the robot's student", "",
@@ -307,11 +299,22 @@ def camvid_section() -> list[str]:
              "Global pixel accuracy is the paper's metric; mIoU and class-average accuracy as SegNet reports them. "
              "No CamVid number here comes from frames carved out of `train`.", ""]
     runs = {r: _finished_metrics(r) for r in CAMVID_RUNS}
+    lines += _camvid_goals(runs) + _camvid_runs(runs) + _camvid_onnx(runs) + _camvid_iou(runs)
+    lines += ["", "Published anchors on CamVid's *test* split (11 classes, 360x480; context, not our split): "
+              + "; ".join(f"{name} {'' if acc is None else f'{100 * acc:.1f} % global, '}{100 * miou:.1f} % mIoU"
+                          for name, acc, miou in CAMVID_ANCHORS) + ".", "", CAMVID_END]
+    return lines
+
+
+def _camvid_goals(runs: dict) -> list[str]:
+    """Issue 12's goal table: teacher and student mIoU, the student's accuracy gap, parameters and speed."""
+    from goals import ACC_BUDGET_PTS, CAMVID_STUDENT_MIOU_GOAL, CAMVID_TEACHER_MIOU_GOAL, FPS_GOAL, PARAM_SHARE_GOAL
+
     t, st = runs[CAMVID_TEACHER], runs[CAMVID_STUDENT]
     tm = t["student"]["metrics"] if t else None  # a teacher recipe trains its model as the run's "student"
     sm = st["student"]["metrics"] if st else None
     fps, fps_src = _bench_fps()
-    lines += ["### Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    lines = ["### Goals", "", "| goal | measured | met |", "|---|---|---|"]
     lines.append(_goal_row(f"edge teacher mIoU >= {100 * CAMVID_TEACHER_MIOU_GOAL:.0f} %",
                            f"{_pct(tm and tm['miou'])} %" if tm else "not trained yet",
                            tm and tm["miou"] >= CAMVID_TEACHER_MIOU_GOAL))
@@ -331,9 +334,15 @@ def camvid_section() -> list[str]:
     lines.append(_goal_row(f"student >= {FPS_GOAL:g} frames/s on 360x480 frames, one core (Engine.infer with resize "
                            "and mask)", f"{fps:.1f} frames/s ({fps_src})" if fps else fps_src,
                            None if fps is None else fps >= FPS_GOAL))
-    lines += ["", "### Runs", "",
-              "| run | model | KD | pruning | pixel acc % | mIoU % | class avg % | nonzero params | epochs | "
-              "training time | val mIoU % by epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _camvid_runs(runs: dict) -> list[str]:
+    from robot_compress.compress.report import pruning_method, run_seconds, training_seconds_by_device
+
+    lines = ["", "### Runs", "",
+             "| run | model | KD | pruning | pixel acc % | mIoU % | class avg % | nonzero params | epochs | "
+             "training time | val mIoU % by epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, m in runs.items():
         if m is None:
             lines.append(f"| `{run}` | not finished | | | | | | | | | |")
@@ -345,9 +354,13 @@ def camvid_section() -> list[str]:
                      f"{_pct(s['metrics']['pixel_acc'])} | {_pct(s['metrics']['miou'])} | "
                      f"{_pct(s['metrics'].get('class_acc'))} | {s['params']['nonzero']:,} | {epochs} | {by_dev} "
                      f"(run {run_seconds(m) / 60:.0f} min) | {_val_curve(run)} |")
-    lines += ["", "ONNX files through the runtime Engine (the same val frames; p50 latency on this shared 2-core "
-              "CPU, 1 thread, under the load of the other trainings):", "",
-              "| file | pixel acc % | mIoU % | p50 ms | size MB |", "|---|---|---|---|---|"]
+    return lines
+
+
+def _camvid_onnx(runs: dict) -> list[str]:
+    lines = ["", "ONNX files through the runtime Engine (the same val frames; p50 latency on this shared 2-core "
+             "CPU, 1 thread, under the load of the other trainings):", "",
+             "| file | pixel acc % | mIoU % | p50 ms | size MB |", "|---|---|---|---|---|"]
     for run, m in runs.items():
         for e in (m or {}).get("onnx", []):
             em = e.get("metrics") or {}
@@ -355,19 +368,17 @@ def camvid_section() -> list[str]:
             size = f"{path.stat().st_size / 2**20:.1f}" if path.is_file() else "n/a"
             lines.append(f"| `{e['path']}` ({e['kind']}) | {_pct(em.get('pixel_acc'))} | {_pct(em.get('miou'))} | "
                          f"{em.get('latency_ms_p50_1thread', 'n/a')} | {size} |")
-    labels = None
-    rows = []
-    for run, m in runs.items():
-        if m:
-            labels = m["dataset"]["labels"]
-            rows.append(f"| `{run}` | " + " | ".join(_pct(v) for v in m["student"]["metrics"]["iou_per_class"]) + " |")
-    if labels:
-        lines += ["", "Per-class IoU %:", "", "| run | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-        lines += rows
-    lines += ["", "Published anchors on CamVid's *test* split (11 classes, 360x480; context, not our split): "
-              + "; ".join(f"{name} {'' if acc is None else f'{100 * acc:.1f} % global, '}{100 * miou:.1f} % mIoU"
-                          for name, acc, miou in CAMVID_ANCHORS) + ".", "", CAMVID_END]
     return lines
+
+
+def _camvid_iou(runs: dict) -> list[str]:
+    finished = {run: m for run, m in runs.items() if m}
+    if not finished:
+        return []
+    labels = list(finished.values())[-1]["dataset"]["labels"]
+    lines = ["", "Per-class IoU %:", "", "| run | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    return lines + [f"| `{run}` | " + " | ".join(_pct(v) for v in m["student"]["metrics"]["iou_per_class"]) + " |"
+                    for run, m in finished.items()]
 
 
 def write_camvid_section() -> None:
