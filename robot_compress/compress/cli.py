@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -385,6 +386,10 @@ def cmd_run(argv):
                         "without this flag on the target CPU: training resumes as done)")
     _add_overrides(p)
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and output dir, run nothing")
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="data-parallel over N processes on this machine (torchrun's launcher, gloo on CPU, nccl "
+                        "on GPUs; rank 0 writes the output dir). Several machines: start torchrun yourself, see "
+                        "docs/TOOLKIT.md 'On a cluster'")
     _add_run_control(p)
     args = p.parse_args(argv)
     from robot_compress.compress.pipeline import run_recipe
@@ -394,9 +399,29 @@ def cmd_run(argv):
     if args.dry_run:
         _print_dry_run(recipe, out)
         return 0
+    if args.nproc > 1:
+        from robot_compress.compress import distributed
+        from robot_compress.compress.launch import launch
+
+        if distributed.requested():
+            raise UsageError("--nproc inside torchrun: drop --nproc, torchrun already started the ranks")
+        return launch(args.nproc, ["run", *_without_nproc(argv), "--out", out], Path(out), log=_log)
     run_recipe(recipe, out, log=_log, train_only=args.train_only, mode=_mode(args),
                trust_checkpoints=args.trust_checkpoint)
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The ranks' own command line: the same arguments, less --nproc (and --out: the launcher passes its own)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--nproc", "--out"):
+            skip = True
+        elif not arg.startswith(("--nproc=", "--out=")):
+            kept.append(arg)
+    return kept
 
 
 def _default_out(recipe: rc.Recipe) -> str:
@@ -452,7 +477,8 @@ COMMANDS = {"train": cmd_train, "distill": cmd_distill, "prune": cmd_prune, "fin
 
 
 def _log(msg: str) -> None:
-    print(msg, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        print(msg, flush=True)
 
 
 def _bad_input_errors() -> tuple:
@@ -497,22 +523,56 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
+def _record_for_launcher(exc: BaseException, message: str) -> None:
+    """The rank's error in the file torch's elastic agent gave it (TORCHELASTIC_ERROR_FILE): the launcher reads
+    it back from the failure it reports."""
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        kind = type(exc).__name__
+        with contextlib.suppress(OSError):
+            Path(path).write_text(json.dumps({"message": {"message": f"{kind}: {message}", "extraInfo": {
+                "timestamp": int(time.time()), "kind": kind}}}), encoding="utf-8")
+
+
 def run(command: str, argv: list[str]) -> int:
     from robot_compress.compress.runinfo import signal_name
 
     if command not in COMMANDS:
         print(f"robot-compress: unknown toolkit command {command!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from robot_compress.compress import distributed
+
+    rank = os.environ.get("RANK", "0")
+    launched = bool(os.environ.get("ROBOT_COMPRESS_LAUNCHED"))  # `run --nproc` prints the ranks' failure
     try:
         with _stop_on_signals():
+            distributed.init_from_env()  # torchrun started this process as one of several ranks
             return COMMANDS[command](list(argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through runinfo.Interrupted
-        print(f"robot-compress {command}: interrupted by {signal_name(exc)}; finished epochs are kept, rerun the "
-              "same command to resume", file=sys.stderr, flush=True)
+        if not launched and rank == "0":
+            print(f"robot-compress {command}: interrupted by {signal_name(exc)}; finished epochs are kept, rerun "
+                  "the same command to resume", file=sys.stderr, flush=True)
         return getattr(exc, "exit_code", 130)
     except _bad_input_errors() as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"robot-compress {command}: error: {message}", file=sys.stderr)
+        if launched:
+            _record_for_launcher(exc, message)
+        elif rank == "0":  # every rank finds the same bad input
+            print(f"robot-compress {command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:
+        if not launched:
+            raise
+        # `run --nproc` prints one line for the whole run, naming the rank that failed first and why.
+        _record_for_launcher(exc, " ".join(str(exc).split())[:500] or type(exc).__name__)
+        return 1
+    finally:
+        if distributed.requested():
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()

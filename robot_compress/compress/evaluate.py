@@ -48,8 +48,10 @@ def _check_nonempty(dataset, what: str):
         raise EvaluationError(f"{what} dataset is empty: nothing to evaluate")
 
 
-def evaluate_loader(model, loader, info, device, log: Callable[[str], None] | None = None) -> dict:
-    """Metrics of `model` over `loader`; with `log`, progress lines when not on a terminal."""
+def evaluate_loader(model, loader, info, device, log: Callable[[str], None] | None = None,
+                    reduce: bool = False) -> dict:
+    """Metrics of `model` over `loader`; with `log`, progress lines when not on a terminal. `reduce`: the loader
+    holds this rank's part of the split (torchrun); the meters are summed over all ranks before computing."""
     import torch
 
     from robot_compress.compress.progress import track
@@ -65,6 +67,10 @@ def evaluate_loader(model, loader, info, device, log: Callable[[str], None] | No
             else:
                 masks = logits.argmax(1).to(torch.uint8).cpu().numpy()
                 meter.update(_at_label_size(masks, tuple(targets.shape[1:])), targets.cpu().numpy())
+    if reduce:
+        from robot_compress.compress.distributed import reduce_meter
+
+        reduce_meter(meter)
     return _summary(info.task, meter)
 
 
@@ -89,12 +95,14 @@ def _check_logits(shape, info, input_shape):
 
 def evaluate_torch(model, dataset, info, batch_size: int = 64, device=None,
                    log: Callable[[str], None] | None = None) -> dict:
+    from robot_compress.compress import distributed
     from robot_compress.compress.train import make_loader, pick_device
 
     _check_nonempty(dataset, "evaluation")
     device = device or pick_device()
     model.to(device)
-    return evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), info, device, log=log)
+    return evaluate_loader(model, make_loader(dataset, batch_size, shuffle=False), info, device, log=log,
+                           reduce=distributed.active())
 
 
 def evaluate_onnx(path: str | Path, raw_dataset, threads: int = 1, at_frame_size: bool = False,

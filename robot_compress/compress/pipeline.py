@@ -41,13 +41,14 @@ class Data:
         """`fit`'s loader factory over the preloaded splits (None without dataset.preload)."""
         if self.preloaded is None:
             return None
+        from robot_compress.compress import distributed
         from robot_compress.compress.tensor_batches import TensorBatches
 
         pre, info = self.preloaded, self.info
 
         def make(batch_size: int, seed: int):
             common = {"mean": info.mean, "std": info.std, "batch_size": batch_size, "task": info.task,
-                      "device": device}
+                      "device": device, "rank": distributed.rank(), "world": distributed.world_size()}
             return (TensorBatches(*pre["train"], shuffle=True, augment=pre["augment"], seed=seed, **common),
                     TensorBatches(*pre["val"], shuffle=False, augment=False, **common))
 
@@ -335,21 +336,37 @@ def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None
     robot's kind of CPU trains once (the second run resumes every training stage) and exports, quantizes
     and times the models where they will run.
     """
+    from robot_compress.compress import distributed
     from robot_compress.compress.reuse import check_output_dir, clear_previous_run
 
     state = prepare(recipe, out_dir, log, trust_checkpoints=trust_checkpoints, data=data)
     expected = {plan.checkpoint: (plan.fingerprint, plan.config) for plan in fit_plans(state)}
     outcome = check_output_dir(state.out, state.run_fingerprint, expected, mode)
-    # Past this point the dir is ours: everything that could refuse the run has been checked.
-    state.log = _tee(log, state.out / "log.txt")
-    if outcome == "restart":
-        state.out.mkdir(parents=True, exist_ok=True)
-        clear_previous_run(state.out, state.log)
-    state.run.start()
+    distributed.barrier()  # every rank has read the dir before rank 0 changes it
+    main = distributed.is_main()
+    # Past this point the dir is ours: everything that could refuse the run has been checked. Under torchrun
+    # rank 0 alone writes it and logs; the other ranks train and score their parts silently.
+    if main:
+        state.log = _tee(log, state.out / "log.txt")
+        if outcome == "restart":
+            state.out.mkdir(parents=True, exist_ok=True)
+            clear_previous_run(state.out, state.log)
+        state.run.start()
+    else:
+        state.log, state.run = _silent, ReadOnlyRun.of(state.run)
+    distributed.barrier()  # a restart's old checkpoints are gone before any rank looks for them
     if outcome == "resume":
         state.log(f"[{recipe.name}] resuming the earlier run in {state.out} (same recipe, data and weights)")
+    if distributed.active():
+        state.log(f"[{recipe.name}] data-parallel over {distributed.world_size()} ranks "
+                  f"({torch.distributed.get_backend()}); rank 0 writes {state.out}")
     try:
         for index, stage in enumerate(recipe.stages):
+            if stage.stage in AFTER_TRAINING and distributed.active():
+                # Export, quantize and evaluate read the trained model: rank 0 does them alone, as one process.
+                distributed.leave()
+                if not main:
+                    return None
             if train_only and stage.stage in AFTER_TRAINING:
                 state.run.stop(f"stopped before stage {index + 1} ({stage.stage}): --train-only")
                 state.log(f"[{recipe.name}] --train-only: stopped before stage {index + 1}/{len(recipe.stages)} "
@@ -362,22 +379,51 @@ def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None
             state.run.record_time(f"{index:02d}_{stage.stage}", seconds)
             state.results.setdefault("stages", []).append({"stage": stage.stage, "seconds": round(seconds, 3),
                                                             **(entry or {})})
+        if distributed.active():
+            distributed.leave()
+            if not main:
+                return None
         metrics = summarize(state)
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through runinfo.Interrupted
         from robot_compress.compress.runinfo import append_log, signal_name
 
         state.run.interrupt(signal_name(exc))
-        append_log(state.out, f"interrupted by {signal_name(exc)}: rerun the same command to resume")
+        if main:
+            append_log(state.out, f"interrupted by {signal_name(exc)}: rerun the same command to resume")
         raise
     except BaseException as exc:
         from robot_compress.compress.runinfo import append_log
 
         state.run.fail(f"{type(exc).__name__}: {exc}")
-        append_log(state.out, f"error: {' '.join(str(exc).split()) or type(exc).__name__}")
+        if main:
+            append_log(state.out, f"error: {' '.join(str(exc).split()) or type(exc).__name__}")
         raise
     state.run.succeed(metrics)
     state.log(f"metrics: {headline(metrics)} -> {state.out / 'metrics.json'}")
     return metrics
+
+
+def _silent(msg: str) -> None:
+    """The log of ranks > 0: rank 0 reports for the run."""
+
+
+class ReadOnlyRun(RunDir):
+    """A rank > 0's view of the run dir: the same bookkeeping in memory, never written (rank 0 writes)."""
+
+    @classmethod
+    def of(cls, run: RunDir) -> ReadOnlyRun:
+        view = cls.__new__(cls)
+        view.__dict__.update(run.__dict__)
+        return view
+
+    def start(self) -> RunDir:
+        return self
+
+    def save(self):
+        pass
+
+    def fail(self, message: str):
+        self.info.update(status="failed", error=message)
 
 
 def headline(metrics: dict) -> str:
@@ -444,9 +490,12 @@ def _fit(state: State, built: Built, stage, index: int, role: str, loss_fn=None,
 
 
 def _save_role(state: State, built: Built, role: str) -> Path:
-    """`<out>/<role>.pt`: the current model of that role (a sweep starts its cells from these)."""
+    """`<out>/<role>.pt`: the current model of that role (a sweep starts its cells from these); rank 0 only."""
+    from robot_compress.compress import distributed
     from robot_compress.compress.train import save_checkpoint
 
+    if not distributed.is_main():
+        return state.out / f"{role}.pt"
     return save_checkpoint(state.out / f"{role}.pt", built.model, config=state.run.info["config"],
                            model_name=built.name, model_cfg=built.cfg, info=state.data.info, role=role)
 
@@ -510,6 +559,7 @@ def _score_before_pruning(state: State) -> None:
 
 
 def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
+    from robot_compress.compress.distributed import check_same_on_all_ranks
     from robot_compress.compress.evaluate import evaluate_torch
     from robot_compress.compress.fingerprint import substep_fingerprint
     from robot_compress.compress.pruning import iterative_schedule, prune_model
@@ -522,6 +572,7 @@ def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
         report = prune_model(model, stage.criterion, float(amount), state.recipe.seed,
                              ignored_layers=stage.ignored_layers, max_layer_sparsity=stage.max_layer_sparsity,
                              warn=lambda msg: state.log(f"warning: {msg}"))
+        check_same_on_all_ranks(model, f"prune step {step + 1} ({stage.criterion} {amount:g})")
         if step < len(targets) - 1 and stage.epochs_between > 0:
             _fit(state, state.student, _between_steps(stage), index * 100 + step, "student",
                  fingerprint=substep_fingerprint(state.fingerprints[index], step))
@@ -536,6 +587,7 @@ def stage_prune(state: State, stage: rc.PruneStage, index: int) -> dict:
 
 
 def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dict:
+    from robot_compress.compress.distributed import check_same_on_all_ranks
     from robot_compress.compress.pruning import is_pruned, make_permanent
     from robot_compress.compress.structured import structured_prune
 
@@ -546,6 +598,7 @@ def stage_structured(state: State, stage: rc.StructuredStage, index: int) -> dic
     h, w = state.data.info.input_size
     report = structured_prune(model, torch.zeros(1, 3, h, w), stage.ratio, ignored_layers=stage.ignored_layers or None,
                               round_to=stage.round_to)
+    check_same_on_all_ranks(model, f"structured pruning (ratio {stage.ratio:g})")
     model.to(state.device)
     state.results["structured"] = {"ratio": stage.ratio, "round_to": stage.round_to, "report": _jsonable(report)}
     return {"ratio": stage.ratio}

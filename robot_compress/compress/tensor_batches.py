@@ -41,7 +41,7 @@ class TensorBatches:
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, mean, std, batch_size: int, *, shuffle: bool,
                  augment: bool, task: str = "classification", pad_crop: int = 4, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", rank: int = 0, world: int = 1):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be N x H x W x 3 uint8, got {images.dtype} {images.shape}")
         if len(images) != len(targets):
@@ -59,19 +59,33 @@ class TensorBatches:
         self.task = task
         self.pad_crop = int(pad_crop)
         self.generator = torch.Generator().manual_seed(int(seed))
+        # Under torchrun: this rank's contiguous part of every global batch (see distributed.py), `weight` its
+        # share of the batch last yielded.
+        self.rank, self.world, self.weight = int(rank), int(world), 1.0
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.batch_size)
+        if self.world == 1:
+            return math.ceil(len(self.images) / self.batch_size)
+        from robot_compress.compress.distributed import shard_bounds
+
+        sizes = [min(self.batch_size, len(self.images) - s) for s in range(0, len(self.images), self.batch_size)]
+        return sum(1 for b in sizes if len(range(*shard_bounds(b, self.rank, self.world))))
 
     def __iter__(self):
+        from robot_compress.compress.distributed import shard_bounds
+
         n = len(self.images)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size].to(self.device)
             x, y = self.images[idx], self.targets[idx]
-            if self.augment:
+            if self.augment:  # drawn for the whole global batch, so the generator advances alike on every rank
                 x, y = self._augment(x, y)
-            yield (x.float() - self.mean) / self.std, y
+            lo, hi = shard_bounds(len(idx), self.rank, self.world)
+            if hi <= lo:
+                continue
+            self.weight = (hi - lo) * self.world / len(idx)
+            yield (x[lo:hi].float() - self.mean) / self.std, y[lo:hi]
 
     def _augment(self, x: torch.Tensor, y: torch.Tensor):
         n, _, h, w = x.shape

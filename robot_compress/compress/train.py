@@ -56,9 +56,15 @@ def device_label(device) -> str:
     return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0):
+    """A DataLoader; under torchrun, this rank's parts of the same global batches (distributed.ShardedLoader)."""
+    from robot_compress.compress import distributed
+
     # num_workers=0: deterministic, and the workstation's cores are better spent in the model.
     gen = torch.Generator().manual_seed(seed)
+    if distributed.active():
+        return distributed.ShardedLoader(dataset, batch_size, shuffle, gen, distributed.rank(),
+                                         distributed.world_size())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
                       drop_last=False)
 
@@ -161,24 +167,30 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, device, teache
     def running_loss() -> str:  # read only when a line is printed: a per-step .item() would stall a GPU
         return f"loss {float(total) / max(count, 1):.4f}"
 
+    from robot_compress.compress import distributed
+
     batches = track(loader, desc, total=len(loader), log=log, note=running_loss)
-    for step, (images, targets) in enumerate(batches):
-        images, targets = images.to(device), targets.to(device)
-        teacher_logits = None
-        with autocast(device, precision):
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(images)
-            logits = model(images)
-            loss = loss_fn(logits, targets, teacher_logits)
-        if step == 0 and not torch.isfinite(loss):  # fail fast, before a bad step touches the weights
-            raise FloatingPointError(f"training loss became {loss.item()} (lower the learning rate)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        # Summed on the device: a per-step .item() would stall a GPU on every batch.
-        total += loss.detach().float() * images.shape[0]
-        count += images.shape[0]
+    with distributed.uneven_batches(model):
+        for step, (images, targets) in enumerate(batches):
+            images, targets = images.to(device), targets.to(device)
+            teacher_logits = None
+            with autocast(device, precision):
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(images)
+                logits = model(images)
+                loss = loss_fn(logits, targets, teacher_logits)
+            if step == 0 and not torch.isfinite(loss):  # fail fast, before a bad step touches the weights
+                raise FloatingPointError(f"training loss became {loss.item()} (lower the learning rate)")
+            optimizer.zero_grad(set_to_none=True)
+            # Under torchrun: this rank's share of the global batch, so DDP's average is the global-batch mean.
+            (loss * getattr(loader, "weight", 1.0)).backward()
+            optimizer.step()
+            # Summed on the device: a per-step .item() would stall a GPU on every batch.
+            total += loss.detach().float() * images.shape[0]
+            count += images.shape[0]
+    if distributed.active():  # the logged loss covers every rank's items
+        total, count = distributed.sum_tensor(total), int(distributed.sum_numbers(count)[0])
     mean = float(total) / max(count, 1)
     if not math.isfinite(mean):
         raise FloatingPointError(f"training loss became {mean} (lower the learning rate)")
@@ -186,9 +198,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, device, teache
 
 
 def evaluate(model: nn.Module, loader, info, device, log: Callable[[str], None] | None = None) -> dict:
+    """Metrics over the loader; under torchrun each rank scores its part and the meters are all-reduced."""
+    from robot_compress.compress import distributed
     from robot_compress.compress.evaluate import evaluate_loader
 
-    return evaluate_loader(model, loader, info, device, log=log)
+    return evaluate_loader(model, loader, info, device, log=log, reduce=distributed.active())
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -414,10 +428,13 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
     ckpt_path = out_dir / checkpoint_name
     loss_fn = loss_fn or task_loss(info)
     seed_everything(seed)
+    from robot_compress.compress import distributed
+
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    writes = distributed.is_main()  # under torchrun only rank 0 writes checkpoints
     history: list = []
     start_epoch = 0
     saved_loader = None
@@ -445,12 +462,14 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
         train_loader = make_loader(train_ds, batch_size, shuffle=True, seed=loader_seed)
         val_loader = make_loader(val_ds, batch_size, shuffle=False)
     set_loader_state(train_loader, saved_loader)
+    distributed.decorrelate_rng(seed, start_epoch)
+    train_model = distributed.wrap(model, device)
     epoch_seconds: list[float] = []
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = scheduled_lr(scheduler, lr, epoch, epochs)
-        stats = train_one_epoch(model, train_loader, opt, loss_fn, device, teacher=teacher,
+        stats = train_one_epoch(train_model, train_loader, opt, loss_fn, device, teacher=teacher,
                                 desc=f"{role} epoch {epoch + 1}/{epochs}", precision=precision, log=log)
         scored = (epoch + 1) % max(val_every, 1) == 0 or epoch + 1 == epochs
         val = evaluate(model, val_loader, info, device, log=log) if scored else None
@@ -458,9 +477,10 @@ def fit(model: nn.Module, train_ds, val_ds, info, *, out_dir: str | Path, epochs
                   "val": val, "seconds": round(time.perf_counter() - t0, 3),  # survives resumes in the checkpoint
                   "device": device_label(device)}
         history.append(record)
-        save_checkpoint(ckpt_path, model, config=config, model_name=model_name, model_cfg=model_cfg or {},
-                        info=info, epoch=epoch + 1, history=history, optimizer=opt, role=role,
-                        fingerprint=fingerprint, loader=loader_state(train_loader))
+        if writes:
+            save_checkpoint(ckpt_path, model, config=config, model_name=model_name, model_cfg=model_cfg or {},
+                            info=info, epoch=epoch + 1, history=history, optimizer=opt, role=role,
+                            fingerprint=fingerprint, loader=loader_state(train_loader))
         epoch_seconds.append(record["seconds"])
         log(f"{role} epoch {epoch + 1}/{epochs} train_loss={stats['loss']:.4f} {_val_text(val)} "
             f"({_epoch_pace(stats['items'], epoch_seconds, epochs - epoch - 1)})")
