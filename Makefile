@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 # A stamp per requirements set: re-install only when the pinned files change.
 RUNTIME_STAMP := $(VENV)/.runtime-$(shell cat requirements/runtime.txt requirements/dev.txt setup.py | sha1sum | cut -c1-12)
-TOOLKIT_STAMP := $(VENV)/.toolkit-$(shell cat requirements/compress.txt | sha1sum | cut -c1-12)
+TOOLKIT_STAMP := $(VENV)/.toolkit-$(shell cat requirements/compress.txt requirements/cluster.txt | sha1sum | cut -c1-12)
 # The edge server (PyTriton, numpy<2) has a venv of its own.
 EDGE_VENV := .venv-edge
 EDGE_STAMP := $(EDGE_VENV)/.edge-$(shell cat requirements/edge.txt | sha1sum | cut -c1-12)
@@ -21,8 +21,9 @@ $(RUNTIME_STAMP): $(PY)
 	$(PIP) install --no-deps -e .
 	touch $@
 
+# The cluster extra (Ray) comes along so the test suite runs the Ray sweep test instead of skipping it.
 $(TOOLKIT_STAMP): $(RUNTIME_STAMP)
-	$(PIP) install -r requirements/compress.txt
+	$(PIP) install -r requirements/compress.txt -r requirements/cluster.txt
 	touch $@
 
 setup: $(RUNTIME_STAMP)

@@ -27,6 +27,8 @@ setup(
     install_requires=["numpy", "onnxruntime", "pyyaml"],
     extras_require={
         "compress": ["torch", "torchvision", "torch-pruning", "onnx", "matplotlib", "rich", "pydantic"],
+        # sweeps as Ray tasks (`sweep --executor ray`); torchrun data-parallel training needs only torch
+        "cluster": ["ray"],
     },
     zip_safe=True,
     maintainer="robot_compress developers",

@@ -443,14 +443,38 @@ def cmd_sweep(argv):
     p.add_argument("--criteria", nargs="+", default=list(rc.CRITERIA), choices=rc.CRITERIA)
     p.add_argument("--amounts", nargs="+", type=_amount, default=[0.0, 0.5, 0.7, 0.9])
     p.add_argument("--kd", nargs="+", choices=("on", "off"), default=["on", "off"])
+    g = p.add_argument_group("executor")
+    g.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
+                   help="sequential (default, one cell after another in this process) or ray (each cell a Ray "
+                        "task; needs requirements/cluster.txt)")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to use ('auto': the one `ray start` joined this machine to); default: a "
+                        "local instance started and stopped for this sweep")
+    g.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs Ray reserves for each cell")
+    g.add_argument("--gpus-per-cell", type=float, default=0.0, help="GPUs Ray reserves for each cell")
+    g.add_argument("--max-retries", type=int, default=2, help="reruns of a cell whose Ray worker died")
     _add_overrides(p)
     _add_run_control(p)
     args = p.parse_args(argv)
+    from robot_compress.compress import distributed
     from robot_compress.compress.sweep import run_sweep
 
+    if distributed.requested():
+        raise UsageError("sweep does not run under torchrun; spread its cells with --executor ray instead")
+    if args.executor == "sequential" and (args.address or args.gpus_per_cell):
+        raise UsageError("--address and --gpus-per-cell need --executor ray")
     recipe = rc.load_recipe(args.recipe, args.overrides)
-    cells = run_sweep(recipe, args.out, args.criteria, args.amounts, [k == "on" for k in args.kd], log=_log,
-                      mode=_mode(args), trust_checkpoints=args.trust_checkpoint)
+    kd_modes = [k == "on" for k in args.kd]
+    if args.executor == "ray":
+        from robot_compress.compress.sweep_ray import run_sweep_ray
+
+        cells = run_sweep_ray(recipe, args.out, args.criteria, args.amounts, kd_modes, log=_log, mode=_mode(args),
+                              trust_checkpoints=args.trust_checkpoint, address=args.address,
+                              cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell,
+                              max_retries=args.max_retries)
+    else:
+        cells = run_sweep(recipe, args.out, args.criteria, args.amounts, kd_modes, log=_log, mode=_mode(args),
+                          trust_checkpoints=args.trust_checkpoint)
     _log(f"{len(cells)} cells in {args.out}; tables: robot-compress report {args.out} --out {args.out}/report")
     return 0
 

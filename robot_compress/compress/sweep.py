@@ -101,11 +101,8 @@ def _reuse_finished(recipe: rc.Recipe, run_dir: Path, data, trust: bool, log: Ca
     return True
 
 
-def run_sweep(recipe: rc.Recipe, out_dir: str | Path, criteria, amounts, kd_modes=(True, False),
-              log: Callable[[str], None] = print, mode: str = "auto", trust_checkpoints: bool = False) -> list[dict]:
-    from robot_compress.compress.pipeline import load_data, run_recipe
-
-    out = Path(out_dir)
+def check_grid(recipe: rc.Recipe, out: Path, criteria, amounts, mode: str) -> None:
+    """Refuse a grid the recipe cannot sweep before anything runs (either executor)."""
     split_at_prune(recipe)
     bad = [c for c in criteria if c not in rc.CRITERIA]
     if bad:
@@ -115,20 +112,37 @@ def run_sweep(recipe: rc.Recipe, out_dir: str | Path, criteria, amounts, kd_mode
             raise SweepError(f"pruning amount must be in [0, 1), got {a}")
     if mode == "resume" and not out.is_dir():
         raise ResumeError(f"--resume: {out} holds no earlier sweep to resume")
-    data = load_data(recipe.dataset)  # once for the base and every cell: they share the dataset spec
+
+
+def run_or_skip(cell: rc.Recipe, run_dir: Path, data, mode: str, trust: bool, log: Callable[[str], None]) -> dict:
+    """One base or cell: skipped when finished with the same fingerprint, else run (resuming its checkpoints);
+    returns its metrics.json. The sequential loop and the Ray tasks both run cells through this."""
+    from robot_compress.compress.pipeline import run_recipe
+
     cell_mode = "restart" if mode == "restart" else "auto"  # --resume: each dir resumes or starts fresh
+    if mode == "restart" or not _reuse_finished(cell, run_dir, data, trust, log):
+        run_recipe(cell, run_dir, log=log, mode=cell_mode, trust_checkpoints=trust, data=data)
+    return read_json(run_dir / "metrics.json")
 
-    def run_or_skip(cell: rc.Recipe, run_dir: Path) -> None:
-        if mode == "restart" or not _reuse_finished(cell, run_dir, data, trust_checkpoints, log):
-            run_recipe(cell, run_dir, log=log, mode=cell_mode, trust_checkpoints=trust_checkpoints, data=data)
 
+def base_dir_of(out: Path, kd: bool) -> Path:
+    return out / f"base-{'kd' if kd else 'nokd'}"
+
+
+def run_sweep(recipe: rc.Recipe, out_dir: str | Path, criteria, amounts, kd_modes=(True, False),
+              log: Callable[[str], None] = print, mode: str = "auto", trust_checkpoints: bool = False) -> list[dict]:
+    from robot_compress.compress.pipeline import load_data
+
+    out = Path(out_dir)
+    check_grid(recipe, out, criteria, amounts, mode)
+    data = load_data(recipe.dataset)  # once for the base and every cell: they share the dataset spec
     results = []
     for kd in kd_modes:
-        base_dir = out / f"base-{'kd' if kd else 'nokd'}"
-        run_or_skip(base_recipe(recipe, kd), base_dir)
+        base_dir = base_dir_of(out, kd)
+        run_or_skip(base_recipe(recipe, kd), base_dir, data, mode, trust_checkpoints, log)
         for criterion in criteria:
             for amount in amounts:
                 cdir = cell_dir(out, kd, criterion, float(amount))
-                run_or_skip(cell_recipe(recipe, base_dir, kd, criterion, float(amount)), cdir)
-                results.append(read_json(cdir / "metrics.json"))
+                results.append(run_or_skip(cell_recipe(recipe, base_dir, kd, criterion, float(amount)), cdir,
+                                           data, mode, trust_checkpoints, log))
     return results
