@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 TIMEOUT_ENV = "ROBOT_COMPRESS_DIST_TIMEOUT_S"
+BACKEND_ENV = "ROBOT_COMPRESS_DIST_BACKEND"  # e.g. gloo for a CPU recipe on a GPU machine
 
 
 class DistributedError(RuntimeError):
@@ -66,11 +67,11 @@ def init_from_env(device: str = "auto") -> bool:
     dist = _dist()
     if not requested() or dist is None or dist.is_initialized():
         return active()
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
+    backend = os.environ.get(BACKEND_ENV) or ("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+    dist.init_process_group(backend, timeout=timeout)
     return active()
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -78,6 +79,8 @@ def _mark_failed(out: Path, message: str) -> None:
 
 def launch(nproc: int, argv: list[str], out: Path, log=print) -> int:
     """Run `robot-compress <argv>` as `nproc` ranks on this machine; 0 on success, 1 when a rank failed."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -88,12 +91,19 @@ def launch(nproc: int, argv: list[str], out: Path, log=print) -> int:
     if nproc > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     port = free_port()
+    # The agent keeps each rank's error file in a log dir: ours, removed afterwards (its default one stays).
+    logs = tempfile.TemporaryDirectory(prefix="robot-compress-ranks-")
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex[:12],
                           rdzv_backend="static", rdzv_endpoint=f"127.0.0.1:{port}", rdzv_configs={"rank": 0},
-                          max_restarts=0, monitor_interval=0.2, local_addr="127.0.0.1")
+                          max_restarts=0, monitor_interval=0.2, local_addr="127.0.0.1",
+                          logs_specs=DefaultLogsSpecs(log_dir=logs.name))
     log(f"launching {nproc} ranks on this machine (gloo/nccl over 127.0.0.1:{port})")
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "robot_compress.cli", *argv)
+    except SignalException as exc:  # Ctrl-C / SIGTERM to the launcher: the agent stopped the ranks
+        from robot_compress.compress.runinfo import Interrupted
+
+        raise Interrupted(int(exc.sigval)) from None
     except ChildFailedError as exc:
         rank, failure = min(exc.failures.items(), key=lambda item: _cause_order(item[1]))
         first = _describe(rank, failure)
@@ -104,4 +114,5 @@ def launch(nproc: int, argv: list[str], out: Path, log=print) -> int:
         return 1
     finally:
         os.environ.pop(LAUNCHED_ENV, None)
+        logs.cleanup()
     return 0
