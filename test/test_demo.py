@@ -29,7 +29,7 @@ def test_demo_quick_run(tmp_path, source, extra):
     out = tmp_path / "demo_output"
     cmd = [sys.executable, "-m", "robot_compress.tools.demo", "--frames", "60", "--out", str(out), "--no-apt",
            "--source", source, *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
+    proc = _run_demo(cmd, timeout_s=170)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "robot_compress demo summary" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -57,3 +57,16 @@ def test_demo_quick_run(tmp_path, source, extra):
     except ImportError:
         return
     assert (out / "timeline.png").stat().st_size > 10_000
+
+
+def _run_demo(cmd, timeout_s: float) -> subprocess.CompletedProcess:
+    """Run the demo; past the timeout stop it with SIGTERM, so it stops the node and the edge server it started
+    (they run in sessions of their own: a SIGKILL of the demo alone would leave them running)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the demo took over {timeout_s:.0f} s and was stopped:\n{out}{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
