@@ -269,8 +269,15 @@ def _bench_fps() -> tuple[float | None, str]:
         if v["group"].startswith("camvid") and v["name"].startswith("deployed") and "int8" not in v["name"]:
             t = v.get("timing", {}).get("1") or v.get("timing", {}).get(1) or {}
             if t.get("frame_p50"):
-                return 1000.0 / t["frame_p50"], f"`make bench` ({latency.get('started', 'date unknown')})"
+                return 1000.0 / t["frame_p50"], f"`make bench` of {_bench_started()}"
     return None, "the last `make bench` has no deployed CamVid row"
+
+
+def _bench_started() -> str:
+    """When and at which commit the last `make bench` ran (bench_all.json's machine record)."""
+    path = ROOT / "build" / "bench" / "bench_all.json"
+    machine = json.loads(path.read_text()).get("machine", {}) if path.is_file() else {}
+    return f"{machine.get('started', 'unknown date')}, commit {machine.get('commit', 'unknown')}"
 
 
 def _val_curve(run: str) -> str:
@@ -334,6 +341,10 @@ def _camvid_goals(runs: dict) -> list[str]:
     lines.append(_goal_row(f"student >= {FPS_GOAL:g} frames/s on 360x480 frames, one core (Engine.infer with resize "
                            "and mask)", f"{fps:.1f} frames/s ({fps_src})" if fps else fps_src,
                            None if fps is None else fps >= FPS_GOAL))
+    if tm and sm:  # the point of the edge: what it buys over the robot's own model on the same frames
+        lines += ["", f"What the edge buys over the robot's student on these frames: "
+                  f"{100 * (tm['pixel_acc'] - sm['pixel_acc']):+.2f} pt pixel accuracy, "
+                  f"{100 * (tm['miou'] - sm['miou']):+.2f} pt mIoU (teacher minus student)."]
     return lines
 
 
