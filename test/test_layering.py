@@ -74,6 +74,57 @@ def test_robot_layers_import_only_inward(layer):
     assert not {k: v for k, v in found.items() if v}
 
 
+def import_cycles(package_dir: Path, package: str) -> list[list[str]]:
+    """Groups of modules of one package that import each other, directly or round a loop (imports inside
+    functions count: they still make the two modules one unit to read and test)."""
+    mods = {p.stem for p in package_dir.glob("*.py") if p.stem != "__init__"}
+    edges = {m: {n.split(".")[len(package.split("."))] for n in imported_modules(package_dir / f"{m}.py", package)
+                 if n.startswith(package + ".") and n.split(".")[len(package.split("."))] in mods} - {m}
+             for m in mods}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for m in sorted(mods):
+        if m not in index:
+            visit(m)
+    return cycles
+
+
+@pytest.mark.parametrize("sub", ["compress", "runtime", "ros", "tools"])
+def test_no_import_cycles_inside_a_layer(sub):
+    assert import_cycles(PKG / sub, f"robot_compress.{sub}") == []
+
+
+def test_the_cycle_checker_finds_a_loop(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from robot_compress.pkg.b import x\n")
+    (pkg / "b.py").write_text("def f():\n    from robot_compress.pkg import a\n")
+    (pkg / "c.py").write_text("from robot_compress.pkg.a import y\n")
+    assert import_cycles(pkg, "robot_compress.pkg") == [["a", "b"]]
+
+
 def test_paths_module_depends_on_nothing_of_ours():
     assert not [m for m in imported_modules(PKG / "paths.py", "robot_compress") if m.startswith("robot_compress")]
 

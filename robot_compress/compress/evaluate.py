@@ -96,7 +96,7 @@ def _check_logits(shape, info, input_shape):
 def evaluate_torch(model, dataset, info, batch_size: int = 64, device=None,
                    log: Callable[[str], None] | None = None) -> dict:
     from robot_compress.compress import distributed
-    from robot_compress.compress.train import make_loader, pick_device
+    from robot_compress.compress.devices import make_loader, pick_device
 
     _check_nonempty(dataset, "evaluation")
     device = device or pick_device()

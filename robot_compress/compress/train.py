@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+
+# Set-up shared with evaluation (devices.py, so evaluate.py needs nothing from here: no import cycle).
+from robot_compress.compress.devices import device_label, make_loader, pick_device, seed_everything  # noqa: F401
 
 CHECKPOINT_FORMAT = "robot_compress/checkpoint/1"
 
@@ -34,39 +36,6 @@ RESTART_HINT = "pass --restart to discard it, or choose another --out"
 
 
 # ---------------------------------------------------------------------------------------------- set-up
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def device_label(device) -> str:
-    """'cpu', or 'cuda:<GPU name>': recorded per epoch, so a run trained partly on a lent GPU says so."""
-    device = torch.device(device)
-    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
-
-
-def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0):
-    """A DataLoader; under torchrun, this rank's parts of the same global batches (distributed.ShardedLoader)."""
-    from robot_compress.compress import distributed
-
-    # num_workers=0: deterministic, and the workstation's cores are better spent in the model.
-    gen = torch.Generator().manual_seed(seed)
-    if distributed.active():
-        return distributed.ShardedLoader(dataset, batch_size, shuffle, gen, distributed.rank(),
-                                         distributed.world_size())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
-                      drop_last=False)
 
 
 def make_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
