@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +29,14 @@ def measure(model, size, val, frame, tmp: Path, runs: int) -> dict:
     """Export at `size`, score on the val frames at their own size, time Engine.infer on one camera frame."""
     from dataclasses import replace
 
-    from robot_compress.compress.evaluate import evaluate_onnx
+    from robot_compress.compress.evaluate import engine_latency, evaluate_onnx
     from robot_compress.compress.export import export_onnx
-    from robot_compress.runtime.engine import Engine
 
     info = replace(val.info, input_size=size)
     path = export_onnx(model, tmp / f"student_{size[0]}x{size[1]}.onnx", info, model_id="resolution_probe",
                        recipe="bench/camvid_resolution.py", verify_batches=1, atol=1e-2).path
     metrics = evaluate_onnx(path, val, at_frame_size=True)
-    engine = Engine(path, threads=1)
-    for _ in range(5):
-        engine.infer(frame)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        engine.infer(frame)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    p50 = float(np.percentile(times, 50))
+    p50 = engine_latency(path, frame, runs=runs, full_frame=True)["latency_ms_p50_1thread"]
     return {"size": size, "pixel_acc": metrics["pixel_acc"], "miou": metrics["miou"], "p50_ms": p50,
             "fps": 1000.0 / p50}
 

@@ -152,8 +152,11 @@ def agreement(torch_metrics: dict, onnx_metrics: dict) -> dict:
             for key in RATE_KEYS if key in torch_metrics and key in onnx_metrics}
 
 
-def engine_latency(path: str | Path, rgb: np.ndarray, runs: int = 50, warmup: int = 5, threads: int = 1) -> dict:
-    """Single-frame latency of the runtime Engine (preprocess + onnxruntime), in ms: p50 and p95 over `runs`.
+def engine_latency(path: str | Path, rgb: np.ndarray, runs: int = 50, warmup: int = 5, threads: int = 1,
+                   full_frame: bool = False) -> dict:
+    """Single-frame latency of the runtime Engine (preprocess + onnxruntime), in ms: p50 and p95 over `runs`;
+    with `full_frame`, all of `Engine.infer` as the node calls it (also the argmax / top-k and the mask resized
+    back to the frame's size).
 
     Measured on whatever machine runs it, under whatever load it has: a record, not a guarantee.
     """
@@ -165,12 +168,13 @@ def engine_latency(path: str | Path, rgb: np.ndarray, runs: int = 50, warmup: in
 
     engine = Engine(path, threads=threads)
     frame = np.ascontiguousarray(rgb, dtype=np.uint8)
+    run = engine.infer if full_frame else engine.logits
     for _ in range(warmup):
-        engine.logits(frame)
+        run(frame)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        engine.logits(frame)
+        run(frame)
         times.append((time.perf_counter() - t0) * 1000.0)
     return {f"latency_ms_p50_{threads}thread": round(float(np.percentile(times, 50)), 3),
             f"latency_ms_p95_{threads}thread": round(float(np.percentile(times, 95)), 3)}
