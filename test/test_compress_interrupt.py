@@ -19,7 +19,7 @@ from robot_compress.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.toolkit
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "config" / "recipes" / "tiny_synthetic_kd_classblind.yaml"
+RECIPE = REPO / "config" / "examples" / "tiny_synthetic_kd_classblind.yaml"
 
 
 def _augmented_recipe(tmp_path: Path) -> Path:

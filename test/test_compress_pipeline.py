@@ -14,7 +14,7 @@ from robot_compress.cli import main  # noqa: E402
 from robot_compress.compress.recipe import load_recipe  # noqa: E402
 
 pytestmark = pytest.mark.toolkit
-RECIPE = Path(__file__).resolve().parents[1] / "config" / "recipes" / "tiny_synthetic_kd_classblind.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "config" / "examples" / "tiny_synthetic_kd_classblind.yaml"
 
 
 def _onnx_weight_sparsity(path) -> float:

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from robot_compress.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.toolkit
-RECIPE = Path(__file__).resolve().parents[1] / "config" / "recipes" / "tiny_synthetic_kd_classblind.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "config" / "examples" / "tiny_synthetic_kd_classblind.yaml"
 
 
 @pytest.fixture(scope="module")

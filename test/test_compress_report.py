@@ -15,7 +15,7 @@ pytest.importorskip("matplotlib")
 from robot_compress.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.toolkit
-RECIPE = Path(__file__).resolve().parents[1] / "config" / "recipes" / "tiny_synthetic_kd_classblind.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "config" / "examples" / "tiny_synthetic_kd_classblind.yaml"
 
 
 def _run(name, kd, criterion, amount, acc, after=None, teacher_acc=0.95, dense=0.9):

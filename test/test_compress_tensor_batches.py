@@ -15,7 +15,7 @@ from robot_compress.compress.data import load_dataset  # noqa: E402
 from robot_compress.compress.tensor_batches import TensorBatches, preload  # noqa: E402
 
 pytestmark = pytest.mark.toolkit
-RECIPE = Path(__file__).resolve().parents[1] / "config" / "recipes" / "tiny_synthetic_kd_classblind.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "config" / "examples" / "tiny_synthetic_kd_classblind.yaml"
 
 
 def _raw(kind: str, n: int = 24):
