@@ -56,8 +56,9 @@ wait
 # Optimizer state only matters to a resume that trains on: drop it from finished stage checkpoints.
 python3 - <<'PY'
 import glob, torch
+from robot_compress.compress.models import torch_load  # weights_only, as every checkpoint read
 for path in glob.glob("runs/*/checkpoints/*.pt"):
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch_load(path)
     done = state.get("epoch", 0) >= int((state.get("config") or {}).get("epochs") or 10**9)
     if done and state.get("optimizer") is not None:
         state["optimizer"] = None
