@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import cv2  # preprocessing in one call (Engine.preprocess); the robot runtime and the edge venv both have it
 import numpy as np
 
 from robot_compress.runtime import postprocess
@@ -114,8 +115,6 @@ class Engine:
         """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {rgb.dtype} {rgb.shape}")
-        import cv2
-
         cv2.dnn.blobFromImageWithParams(np.ascontiguousarray(rgb), self._input, self._blob_params)
         return self._input
 
@@ -140,8 +139,6 @@ class Engine:
 
 def _blob_params(meta: ModelMetadata):
     """OpenCV's description of the model contract's preprocessing (bilinear resize, channel order, mean/std)."""
-    import cv2
-
     mean = np.asarray(meta.mean, np.float64) * 255.0
     std = np.asarray(meta.std, np.float64)
     params = cv2.dnn.Image2BlobParams()
