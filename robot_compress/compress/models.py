@@ -197,6 +197,27 @@ def load_checkpoint(model: nn.Module, path, strict: bool = True, trust: bool = F
     return model
 
 
+def init_from_checkpoint(model: nn.Module, path, prefix: str = "", trust: bool = False) -> int:
+    """Copy the tensors of another model's checkpoint whose names start with `prefix` into the same-named
+    tensors of `model` (e.g. a trained backbone into a new head); returns how many were copied. Every tensor
+    under the prefix must exist in `model` with the same shape, and at least one must: a partial start that
+    silently copied nothing would train from random weights while the recipe claims otherwise."""
+    expected = model.state_dict()
+    state = _fold_pruning(read_state_dict(path, trust=trust), expected)
+    chosen = {k: v for k, v in state.items() if k.startswith(prefix)}
+    if not chosen:
+        raise CheckpointError(f"init_from {path}: no tensor name starts with {prefix!r}")
+    absent = [k for k in chosen if k not in expected]
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in chosen.items() if k in expected and v.shape != expected[k].shape]
+    if absent or shapes:
+        problems = ([f"not in {type(model).__name__}: {absent[:3]}" + (" ..." if len(absent) > 3 else "")]
+                    if absent else []) + (["shape mismatch " + "; ".join(shapes[:3])] if shapes else [])
+        raise CheckpointError(f"init_from {path} (prefix {prefix!r}) does not fit: " + "; ".join(problems))
+    model.load_state_dict(chosen, strict=False)
+    return len(chosen)
+
+
 # ---------------------------------------------------------------- small models
 
 @register_model("tiny_cnn", "classification")

@@ -170,7 +170,7 @@ def build_model(spec: rc.ModelSpec, info, role: str, trust: bool = False) -> Bui
     """Build (and load) a teacher/student for `info`, checking class count and input size up front.
     `trust` (the user's --trust-checkpoint) allows a checkpoint that needs more than weights_only loading."""
     from robot_compress.compress.fingerprint import weights_hash
-    from robot_compress.compress.models import get_model, load_user_model, model_task
+    from robot_compress.compress.models import get_model, init_from_checkpoint, load_user_model, model_task
     from robot_compress.compress.train import load_weights, read_checkpoint
 
     num_classes = len(info.labels)
@@ -197,7 +197,9 @@ def build_model(spec: rc.ModelSpec, info, role: str, trust: bool = False) -> Bui
             )
         model = get_model(spec.model, num_classes, **spec.cfg)
     ckpt = load_weights(model, spec.checkpoint, trust=trust) if spec.checkpoint else {}
-    weights = weights_hash(model) if spec.checkpoint else None
+    if spec.init_from:
+        init_from_checkpoint(model, spec.init_from, spec.init_prefix, trust=trust)
+    weights = weights_hash(model) if spec.checkpoint or spec.init_from else None
     check_model_fits(model, info, role, spec.model)
     return Built(model, spec.model, dict(spec.cfg), ckpt, weights)
 

@@ -47,6 +47,15 @@ class ModelSpec(_Strict):
     model: str = Field(description="registry name (robot_compress.compress.models) or 'pkg.mod:Callable'")
     checkpoint: str | None = Field(None, description="weights to start from (our checkpoint or a plain state dict)")
     cfg: dict[str, Any] = Field(default_factory=dict, description="extra builder keyword arguments")
+    init_from: str | None = Field(None, description="another model's checkpoint to copy matching tensors from "
+                                  "(those under init_prefix, same name and shape), e.g. a trained backbone")
+    init_prefix: str = Field("", description="with init_from: copy only tensors whose names start with this")
+
+    @model_validator(mode="after")
+    def _one_start(self):
+        if self.init_from and self.checkpoint:
+            raise ValueError("give checkpoint (all weights) or init_from (some of them), not both")
+        return self
 
 
 class AugmentSpec(_Strict):
@@ -252,7 +261,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
 
 # (section, key) of every path a recipe holds; section None = top level.
-PATH_KEYS = ((None, "output_dir"), ("dataset", "root"), ("teacher", "checkpoint"), ("student", "checkpoint"))
+PATH_KEYS = ((None, "output_dir"), ("dataset", "root"), ("teacher", "checkpoint"), ("student", "checkpoint"),
+             ("teacher", "init_from"), ("student", "init_from"))
 
 
 def _relative_to_cwd(value: str, base: Path) -> str:
