@@ -108,3 +108,36 @@ def test_old_opset_is_refused(tmp_path):
         export_onnx(get_model("tiny_cnn", 2), tmp_path / "m.onnx", _info("classification", ["a", "b"], (16, 16)),
                     opset=13)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_segmentation_export_at_another_input_size_with_smaller_logits(tmp_path):
+    """input_size/logits_size: the graph takes the new input size and ends at the smaller logits; the Engine
+    still returns a mask at the frame's size, equal to the torch logits' argmax enlarged by nearest neighbour."""
+    torch.manual_seed(0)
+    labels = ["a", "b", "c"]
+    model = get_model("lraspp_mobilenet_v3_large", len(labels)).eval()
+    path = tmp_path / "seg.onnx"
+    res = export_onnx(model, path, _info("segmentation", labels, (96, 128)), input_size=(64, 96),
+                      logits_size=(32, 48))
+
+    assert res.max_abs_diff < 1e-3
+    assert model.logits_size is None  # the caller's model keeps its full-size output
+    engine = Engine(path)
+    assert engine.meta.input_size == (64, 96)
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 96, 3), np.uint8)
+    model.logits_size = (32, 48)
+    logits = _torch_on_engine_input(model, engine, rgb)
+    assert logits.shape == (1, 3, 32, 48)
+    result = engine.infer(rgb)
+    assert result.mask.shape == (64, 96)
+    expected = np.repeat(np.repeat(logits[0].argmax(0), 2, axis=0), 2, axis=1)
+    assert (result.mask == expected).mean() > 0.99  # float ties between torch and onnxruntime may flip a pixel
+
+
+def test_logits_size_is_refused_for_models_without_a_torchvision_head(tmp_path):
+    with pytest.raises(ExportError, match="logits_size"):
+        export_onnx(get_model("tiny_segnet", 2), tmp_path / "m.onnx", _info("segmentation", ["a", "b"], (16, 16)),
+                    logits_size=(8, 8))
+    with pytest.raises(ExportError, match="segmentation"):
+        export_onnx(get_model("tiny_cnn", 2), tmp_path / "m.onnx", _info("classification", ["a", "b"], (16, 16)),
+                    input_size=(8, 8))

@@ -97,3 +97,15 @@ def test_result_json_schema():
     d = seg.to_dict(1, 2, "f")
     assert d["class_fractions"] == {"sky": 1.0} and d["mask_size"] == [3, 4] and d["source"] == "edge"
     assert "top_k" not in d
+
+
+def test_class_fractions_of_an_integer_enlargement_equal_the_small_masks():
+    """Engine.result_from_mask counts the model-resolution mask when the frame is a whole multiple of it."""
+    rng = np.random.default_rng(1)
+    labels = [str(i) for i in range(11)]
+    small = rng.integers(0, 11, (45, 60)).astype(np.uint8)
+    for hw, whole in (((90, 120), True), ((180, 240), True), ((90, 180), True), ((100, 120), False)):
+        assert postprocess.is_integer_enlargement(small.shape, hw) is whole
+        if whole:
+            big = postprocess.resize_mask(small, hw)
+            assert postprocess.class_fractions(big, labels) == postprocess.class_fractions(small, labels)

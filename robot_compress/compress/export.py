@@ -61,8 +61,9 @@ def _param_summary(model: nn.Module, input_hw=(32, 32)) -> tuple[dict, list]:
 
 
 def build_metadata(info, *, model_id: str, recipe: str, extra: dict | None = None,
-                   color_order: str = "RGB") -> ModelMetadata:
-    """The runtime contract for a model trained on `info` (robot_compress.compress.data.DatasetInfo)."""
+                   color_order: str = "RGB", input_size=None) -> ModelMetadata:
+    """The runtime contract for a model trained on `info` (robot_compress.compress.data.DatasetInfo), fed frames
+    at `input_size` (default: the dataset's)."""
     provenance = {
         "recipe": recipe,
         "commit": git_commit(),
@@ -73,7 +74,7 @@ def build_metadata(info, *, model_id: str, recipe: str, extra: dict | None = Non
     return ModelMetadata(
         task=info.task,
         labels=tuple(info.labels),
-        input_size=(int(info.input_size[0]), int(info.input_size[1])),
+        input_size=tuple(int(v) for v in (input_size or info.input_size)),
         color_order=color_order,
         mean=tuple(float(v) for v in info.mean),
         std=tuple(float(v) for v in info.std),
@@ -86,7 +87,10 @@ def build_metadata(info, *, model_id: str, recipe: str, extra: dict | None = Non
 
 def export_onnx(model: nn.Module, path: str | Path, info, *, model_id: str | None = None,
                 recipe: str = "manual", opset: int = 17, atol: float = 1e-3, verify_batches: int = 2,
-                extra_metadata: dict | None = None, seed: int = 0) -> ExportResult:
+                extra_metadata: dict | None = None, seed: int = 0, input_size=None,
+                logits_size=None) -> ExportResult:
+    """Export `model` for `info`'s task; `input_size` exports at another (height, width) than the dataset's,
+    `logits_size` (torchvision segmentation models) ends the graph at logits of that size."""
     import onnx
 
     if opset < 17:
@@ -95,7 +99,15 @@ def export_onnx(model: nn.Module, path: str | Path, info, *, model_id: str | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     model_id = model_id or path.stem
     plain = _plain_copy(model)
-    h, w = int(info.input_size[0]), int(info.input_size[1])
+    if (input_size is not None or logits_size is not None) and info.task != "segmentation":
+        raise ExportError(f"input_size/logits_size apply to segmentation models, not {info.task}")
+    if logits_size is not None:
+        from robot_compress.compress.models import SegmentationLogits
+
+        if not isinstance(plain, SegmentationLogits):
+            raise ExportError(f"logits_size needs a torchvision segmentation model, not {type(plain).__name__}")
+        plain.logits_size = (int(logits_size[0]), int(logits_size[1]))
+    h, w = (int(v) for v in (input_size or info.input_size))
     counts, rows = _param_summary(plain, (h, w))
     dummy = torch.zeros(1, 3, h, w)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -119,7 +131,7 @@ def export_onnx(model: nn.Module, path: str | Path, info, *, model_id: str | Non
         "sparsity_per_layer": rows,
     }
     extra.update(extra_metadata or {})
-    meta = build_metadata(info, model_id=model_id, recipe=recipe, extra=extra)
+    meta = build_metadata(info, model_id=model_id, recipe=recipe, extra=extra, input_size=(h, w))
     proto = onnx.load(str(tmp))
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta.to_props())

@@ -363,14 +363,28 @@ def resnet101(num_classes: int, small_input: bool = False) -> nn.Module:
 # ---------------------------------------------------------------- torchvision segmentation
 
 class SegmentationLogits(nn.Module):
-    """Unwraps torchvision's {'out': logits} so forward returns the logits tensor itself."""
+    """Unwraps torchvision's {'out': logits} so forward returns the logits tensor itself.
+
+    `logits_size` (height, width), set for export, makes the head's bilinear upsample end at that size instead
+    of the input's: the robot then takes the argmax over fewer pixels and enlarges the class-id mask by nearest
+    neighbour, which costs no accuracy at half the frame's size (docs/RESULTS.md, CamVid).
+    """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        self.logits_size: tuple[int, int] | None = None
 
     def forward(self, x):
-        return self.model(x)["out"]
+        if self.logits_size is None:
+            return self.model(x)["out"]
+        from torch.nn import functional as F
+        from torchvision.models.segmentation.lraspp import LRASPP
+
+        features = self.model.backbone(x)
+        # LR-ASPP's head reads the low and high features; DeepLabV3/FCN heads read 'out' (aux head unused)
+        out = self.model.classifier(features if isinstance(self.model, LRASPP) else features["out"])
+        return F.interpolate(out, size=self.logits_size, mode="bilinear", align_corners=False)
 
 
 def _register_segmentation(name: str):

@@ -611,16 +611,17 @@ def stage_export(state: State, stage: rc.ExportStage, index: int) -> dict:
 
     model_id = stage.model_id or state.recipe.name
     res = export_onnx(state.student.model, state.out / f"{model_id}.onnx", state.data.info, model_id=model_id,
-                      recipe=state.recipe.name, opset=stage.opset, atol=stage.atol, seed=state.recipe.seed)
+                      recipe=state.recipe.name, opset=stage.opset, atol=stage.atol, seed=state.recipe.seed,
+                      input_size=stage.input_size, logits_size=stage.logits_size)
     state.student.model.to(state.device)
     state.exported.append({"kind": "fp32", "path": res.path.name, "max_abs_diff": res.max_abs_diff,
                            "params": res.params, "sparsity": float(res.metadata["sparsity"])})
     if stage.fp16_weights:
-        _export_fp16_weights(state, res)
+        _export_fp16_weights(state, res, stage)
     return {"path": res.path.name, "max_abs_diff": res.max_abs_diff}
 
 
-def _export_fp16_weights(state: State, res) -> None:
+def _export_fp16_weights(state: State, res, stage: rc.ExportStage) -> None:
     """`<id>_fp16.onnx` beside the float32 export, with its own card; the evaluate stage scores both."""
     import json
 
@@ -630,8 +631,15 @@ def _export_fp16_weights(state: State, res) -> None:
 
     model_id = res.path.stem + "_fp16"
     dst = store_weights_fp16(res.path, res.path.with_name(model_id + ".onnx"), model_id=model_id)
-    diff = verify_onnx(state.student.model, dst, state.data.info.input_size, seed=state.recipe.seed)
-    state.student.model.to(state.device)
+    model = state.student.model
+    if stage.logits_size:  # compare like for like with the graph's logits (export_onnx set this on its copy)
+        model.logits_size = tuple(stage.logits_size)
+    try:
+        diff = verify_onnx(model, dst, stage.input_size or state.data.info.input_size, seed=state.recipe.seed)
+    finally:
+        if stage.logits_size:
+            model.logits_size = None
+    model.to(state.device)
     card = json.loads(res.card_json.read_text(encoding="utf-8"))
     card.update(model_id=model_id, file=dst.name, weights_storage="float16 (computed in float32)",
                 export_check={"max_abs_diff_vs_torch": diff}, metrics={})

@@ -185,6 +185,19 @@ class ExportStage(_Strict):
     fp16_weights: bool = Field(False, description="store the weights as float16 (half the file; computed in float32 "
                                "after a Cast, so onnxruntime's CPU kernels still apply): for an edge teacher that "
                                "must fit the repository's size budget")
+    input_size: tuple[int, int] | None = Field(None, description="segmentation: export at this [height, width] "
+                                               "instead of the dataset's (fully convolutional models run at any "
+                                               "size; the robot resizes each frame to it)")
+    logits_size: tuple[int, int] | None = Field(None, description="segmentation (torchvision models): the exported "
+                                                "logits' [height, width] (default: the input size); the robot "
+                                                "takes the argmax there and enlarges the mask to the frame")
+
+    @field_validator("input_size", "logits_size")
+    @classmethod
+    def _positive_size(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError(f"must be [height, width] of positive ints, got {list(v)}")
+        return v
 
 
 class QuantizeStage(_Strict):

@@ -163,6 +163,8 @@ def result_from_logits(meta: ModelMetadata, logits: np.ndarray, image_hw, source
 def result_from_mask(meta: ModelMetadata, mask: np.ndarray, image_hw, source: str) -> InferenceResult:
     """A segmentation result from a class-id mask at model resolution."""
     full = postprocess.resize_mask(mask, tuple(image_hw))
+    # An integer enlargement repeats every pixel k x k times, so the small mask has the same class fractions
+    counted = mask if postprocess.is_integer_enlargement(mask.shape, full.shape) else full
     return InferenceResult(
-        meta.task, meta.model_id, source, mask=full, class_fractions=postprocess.class_fractions(full, meta.labels)
+        meta.task, meta.model_id, source, mask=full, class_fractions=postprocess.class_fractions(counted, meta.labels)
     )

@@ -61,6 +61,12 @@ def resize_mask(mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+def is_integer_enlargement(small_hw, large_hw) -> bool:
+    """Whether `resize_mask` from small_hw to large_hw repeats each pixel a whole number of times per axis."""
+    (h, w), (big_h, big_w) = small_hw[:2], large_hw[:2]
+    return h > 0 and w > 0 and big_h % h == 0 and big_w % w == 0
+
+
 def class_fractions(mask: np.ndarray, labels) -> dict[str, float]:
     """Fraction of pixels per class label (sums to 1 over labels present in the mask)."""
     n = len(labels)
