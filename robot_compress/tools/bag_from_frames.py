@@ -1,13 +1,16 @@
 """`robot-compress bag-from-frames SOURCE -o BAG`: a rosbag2 camera bag from a video file or an image folder.
 
 Frames are stored raw (rgb8/bgr8 Image) or compressed (jpeg/png CompressedImage) at a fixed rate with a
-given frame_id. Labelled sources keep their labels in the bag so `robot-compress score` can find them:
-`--labels DIR` (CamVid-style: one class-id PNG per frame, same file name) or `--class-folders`
-(ImageFolder layout SOURCE/<class>/<image>). The bag's /robot_compress/bag_info topic records provenance.
+given frame_id, at the source's size or `--size WxH`. Labelled sources keep their labels in the bag so
+`robot-compress score` can find them: `--labels DIR` (CamVid-style: one class-id PNG per frame, same file name),
+`--class-folders` (ImageFolder layout SOURCE/<class>/<image>), or Penn-Fudan (the zip or its extracted
+PennFudanPed folder: pedestrian boxes, /labels/boxes, scaled with the frame). The bag's /robot_compress/bag_info
+topic records provenance.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -19,6 +22,11 @@ from robot_compress.dataset_constants import CAMVID_IGNORE, CAMVID_LABELS  # noq
 from robot_compress.tools import bags
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
+PENNFUDAN_LABELS = ["person"]  # both PASpersonWalking and PASpersonStanding are class 0
+PENNFUDAN_VAL_EVERY = 5  # validation = every 5th image by sorted file name (names[::5]: 24 of 120)
+PENNFUDAN_SPLITS = ("val", "train", "all")
+_PF_BOX = re.compile(r'Bounding box for object \d+ "([^"]*)" \(Xmin, Ymin\) - \(Xmax, Ymax\) : '
+                     r'\((\d+), (\d+)\) - \((\d+), (\d+)\)')
 
 
 class SourceError(bags.BagError):
@@ -43,6 +51,128 @@ def _read_label(path: Path) -> np.ndarray:
     if lab.ndim != 2 or lab.dtype != np.uint8:
         raise SourceError(f"label {path} must be a single-channel 8-bit class-id image, got {lab.dtype} {lab.shape}")
     return lab
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'640x480' (width x height) -> (height, width); None stays None."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise SourceError(f"size must be WIDTHxHEIGHT in pixels, e.g. 640x480, got {text!r}")
+    return int(m.group(2)), int(m.group(1))
+
+
+def resize_frame(rgb: np.ndarray, size_hw, objects: list[dict] | None = None, label: np.ndarray | None = None):
+    """(rgb, objects, label) at `size_hw` (a plain resize, no letterbox; None keeps the source size): boxes are
+    scaled by new/old width and height, a class-id label image is resized nearest-neighbour."""
+    import cv2
+
+    if size_hw is None or tuple(rgb.shape[:2]) == tuple(size_hw):
+        return rgb, objects, label
+    (h, w), (nh, nw) = rgb.shape[:2], size_hw
+    sx, sy = nw / w, nh / h
+    out = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if sx * sy < 1 else cv2.INTER_LINEAR)
+    if objects is not None:
+        objects = [dict(o, box=[o["box"][0] * sx, o["box"][1] * sy, o["box"][2] * sx, o["box"][3] * sy])
+                   for o in objects]
+    return out, objects, None if label is None else _resize_label(label, size_hw)
+
+
+def _resize_label(label: np.ndarray, size_hw) -> np.ndarray:
+    import cv2
+
+    if size_hw is None or tuple(label.shape[:2]) == tuple(size_hw):
+        return label
+    return cv2.resize(label, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def parse_pennfudan_annotation(text: str, image_hw) -> list[dict]:
+    """Boxes of one Penn-Fudan `Annotation/*.txt` as ground-truth objects in frame pixels.
+
+    PASCAL boxes count pixels from (1, 1) inclusive; a box covering pixels Xmin..Xmax spans x = Xmin - 1 .. Xmax
+    in the continuous 0-based coordinates the runtime uses (docs/DETECTION.md), clipped to the frame."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    objects = []
+    for _, x1, y1, x2, y2 in _PF_BOX.findall(text):
+        box = [max(int(x1) - 1, 0), max(int(y1) - 1, 0), min(int(x2), w), min(int(y2), h)]
+        objects.append({"label": PENNFUDAN_LABELS[0], "class_id": 0, "box": [float(v) for v in box]})
+    if not objects:
+        raise SourceError("annotation has no 'Bounding box for object' lines")
+    return objects
+
+
+def pennfudan_split(names: list[str], split: str) -> list[str]:
+    """The images of one split by sorted file name: val = every PENNFUDAN_VAL_EVERY-th (names[::5]), train = the
+    rest, all = every image."""
+    names = sorted(names)
+    if split == "all":
+        return names
+    val = names[::PENNFUDAN_VAL_EVERY]
+    if split == "val":
+        return val
+    if split == "train":
+        chosen = set(val)
+        return [n for n in names if n not in chosen]
+    raise SourceError(f"unknown Penn-Fudan split {split!r}; choose one of {', '.join(PENNFUDAN_SPLITS)}")
+
+
+def is_pennfudan(source: Path) -> bool:
+    """The Penn-Fudan zip, its PennFudanPed folder, or a folder holding PennFudanPed/."""
+    if source.is_dir():
+        return (source / "PNGImages").is_dir() and (source / "Annotation").is_dir() or \
+            (source / "PennFudanPed" / "PNGImages").is_dir()
+    if source.suffix.lower() == ".zip" and zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
+            return any(n.startswith("PennFudanPed/PNGImages/") for n in zf.namelist())
+    return False
+
+
+def pennfudan_frames(source, split: str = "val", size_hw=None, max_frames: int | None = None):
+    """(name, rgb, objects) of the Penn-Fudan images of `split`, sorted by name, at `size_hw` or their own size."""
+    import cv2
+
+    source = Path(source)
+    if source.is_dir():
+        root = source / "PennFudanPed" if (source / "PennFudanPed").is_dir() else source
+        names = [p.name for p in (root / "PNGImages").glob("*.png")]
+
+        def read_pair(name):
+            img = root / "PNGImages" / name
+            ann = root / "Annotation" / (Path(name).stem + ".txt")
+            if not ann.is_file():
+                raise SourceError(f"{img} has no annotation {ann}")
+            return img.read_bytes(), ann.read_text(errors="replace")
+        zf = None
+    else:
+        zf = zipfile.ZipFile(source)
+        prefix = "PennFudanPed/PNGImages/"
+        names = [n[len(prefix):] for n in zf.namelist() if n.startswith(prefix) and n.endswith(".png")]
+
+        def read_pair(name):
+            ann = f"PennFudanPed/Annotation/{Path(name).stem}.txt"
+            try:
+                return zf.read(prefix + name), zf.read(ann).decode(errors="replace")
+            except KeyError:
+                raise SourceError(f"{source}: {prefix}{name} has no annotation {ann}") from None
+    if not names:
+        raise SourceError(f"{source} has no PennFudanPed/PNGImages/*.png")
+    try:
+        for name in pennfudan_split(names, split)[:max_frames]:
+            blob, text = read_pair(name)
+            bgr = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise SourceError(f"{source}: cannot decode {name}")
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            try:
+                objects = parse_pennfudan_annotation(text, rgb.shape[:2])
+            except SourceError as exc:
+                raise SourceError(f"{source}: {name}: {exc}") from None
+            rgb, objects, _ = resize_frame(rgb, size_hw, objects)
+            yield name, rgb, objects
+    finally:
+        if zf is not None:
+            zf.close()
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -121,7 +251,8 @@ def synthetic_scene(n: int, height: int = 240, width: int = 320, seed: int = 0):
 
 def _parser(prog):
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("source", help="a video file (anything OpenCV decodes) or a folder of images (sorted by name)")
+    p.add_argument("source", help="a video file (anything OpenCV decodes), a folder of images (sorted by name), or "
+                   "Penn-Fudan (pennfudan-trainval.zip or its PennFudanPed folder: frames with pedestrian boxes)")
     p.add_argument("-o", "--output", required=True, help="bag directory to create")
     p.add_argument("--rate", type=float, help="frame rate in Hz (default: the video's own rate, else 30)")
     p.add_argument("--frame-id", default="camera", help="header frame_id of every frame")
@@ -131,6 +262,11 @@ def _parser(prog):
     p.add_argument("--quality", type=int, default=90, help="JPEG quality")
     p.add_argument("--storage", choices=bags.STORAGES, default="sqlite3")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--size", help="WIDTHxHEIGHT, e.g. 640x480: resize every frame (plain resize; box and mask "
+                   "labels are scaled with it); default: the source's own size")
+    p.add_argument("--split", choices=PENNFUDAN_SPLITS, default="val",
+                   help=f"Penn-Fudan images: val = every {PENNFUDAN_VAL_EVERY}th by sorted name (the toolkit's "
+                   "validation split), train = the rest, all")
     p.add_argument("--labels", help="folder of class-id label PNGs named like the frames (CamVid *annot/ style)")
     p.add_argument("--label-names", default="camvid",
                    help="class names for --labels: 'camvid' or a comma-separated list (index = class id)")
@@ -146,9 +282,21 @@ def build(args) -> tuple[int, dict]:
     if not source.exists():
         raise SourceError(f"source not found: {source}")
     info = {"source": str(source.resolve()), "tool": "robot-compress bag-from-frames"}
-    masks = classes = None
+    masks = classes = boxes = None
     rate = args.rate
-    if source.is_dir() and args.class_folders:
+    size = parse_size(getattr(args, "size", None))
+    if is_pennfudan(source):
+        if args.labels or args.class_folders:
+            raise SourceError("Penn-Fudan carries its own box labels; drop --labels / --class-folders")
+        items = list(pennfudan_frames(source, args.split, size, args.max_frames))
+        if not items:
+            raise SourceError(f"no Penn-Fudan images in split {args.split!r} of {source}")
+        frames = [rgb for _, rgb, _ in items]
+        boxes = [objects for _, _, objects in items]
+        info.update(kind="pennfudan", split=args.split, class_names=PENNFUDAN_LABELS, first=items[0][0],
+                    last=items[-1][0], images=[name for name, _, _ in items],
+                    note="Penn-Fudan pedestrians (Wang et al., ACCV 2007), research use; PASCAL boxes")
+    elif source.is_dir() and args.class_folders:
         classes_dirs = sorted(d for d in source.iterdir() if d.is_dir())
         pairs = [(f, d.name) for d in classes_dirs for f in image_files(d)][: args.max_frames]
         if not pairs:
@@ -167,7 +315,7 @@ def build(args) -> tuple[int, dict]:
             missing = [f.name for f in files if not (label_dir / f.name).is_file()]
             if missing:
                 raise SourceError(f"{len(missing)} frame(s) have no label in {label_dir}, e.g. {missing[0]}")
-            masks = (_read_label(label_dir / f.name) for f in files)
+            masks = (_resize_label(_read_label(label_dir / f.name), size) for f in files)
             names = CAMVID_LABELS if args.label_names == "camvid" else args.label_names.split(",")
             info.update(label_source=str(label_dir.resolve()), class_names=names, ignore_index=args.ignore_index)
     else:
@@ -177,9 +325,13 @@ def build(args) -> tuple[int, dict]:
         rate = rate or (fps if fps > 0 else None)
         info.update(kind="video", video_fps=fps)
     rate = rate or 30.0
+    if size is not None and boxes is None:
+        frames = (resize_frame(rgb, size)[0] for rgb in frames)
+    if size is not None:
+        info.update(size=[size[1], size[0]])
     n = bags.write_frames(args.output, frames, topic=args.topic, rate_hz=rate, frame_id=args.frame_id,
                           fmt=args.format, storage=args.storage, label_masks=masks, class_labels=classes,
-                          info=info, overwrite=args.overwrite, quality=args.quality)
+                          box_labels=boxes, info=info, overwrite=args.overwrite, quality=args.quality)
     return n, info
 
 

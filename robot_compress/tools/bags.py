@@ -9,6 +9,11 @@ back (`BagWriter.write_raw`). Besides the camera topics, a bag we build may carr
 | /robot_compress/bag_info     | std_msgs/String (JSON) | provenance: source, licence note, label topic, class names |
 | /labels/mask                 | sensor_msgs/Image mono8 | per-frame class-id label (same header as the frame) |
 | /labels/class                | std_msgs/String (JSON) | per-frame class label {"stamp", "frame_id", "label"} |
+| /labels/boxes                | std_msgs/String (JSON) | boxes {"stamp", "frame_id", "image_size", "objects"} |
+
+A /labels/boxes record (docs/DETECTION.md): `objects` is the frame's ground truth, a list of
+{"label", "class_id", "box": [x1, y1, x2, y2]} in the frame's pixels (optionally "iscrowd"/"ignore"); an empty
+list is a frame with nothing to find. Its bag time and "stamp" are the frame's header stamp.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ FORMATS = ("rgb8", "bgr8", "jpeg", "png")  # raw encodings and compressed format
 INFO_TOPIC = "/robot_compress/bag_info"
 LABEL_MASK_TOPIC = "/labels/mask"
 LABEL_CLASS_TOPIC = "/labels/class"
+LABEL_BOXES_TOPIC = "/labels/boxes"
+LABEL_TOPICS = (LABEL_MASK_TOPIC, LABEL_CLASS_TOPIC, LABEL_BOXES_TOPIC)
 
 
 class BagError(RuntimeError):
@@ -199,9 +206,11 @@ class BagWriter:
 def write_frames(path, frames: Iterable[np.ndarray], topic: str = "/camera/image_raw", rate_hz: float = 30.0,
                  frame_id: str = "camera", fmt: str = "rgb8", storage: str = "sqlite3", start_ns: int = 1_000_000_000,
                  label_masks: Iterable[np.ndarray] | None = None, class_labels: Iterable[str] | None = None,
-                 info: dict | None = None, overwrite: bool = False, quality: int = 90) -> int:
+                 box_labels: Iterable[list[dict]] | None = None, info: dict | None = None, overwrite: bool = False,
+                 quality: int = 90) -> int:
     """Write RGB frames at a fixed rate (header stamp = bag time), optional per-frame labels and provenance.
 
+    `box_labels`: per frame, the list of ground-truth objects {"label", "class_id", "box"} in that frame's pixels.
     Returns the number of frames written.
     """
     if rate_hz <= 0:
@@ -209,6 +218,7 @@ def write_frames(path, frames: Iterable[np.ndarray], topic: str = "/camera/image
     period = int(round(1e9 / rate_hz))
     masks = iter(label_masks) if label_masks is not None else None
     classes = iter(class_labels) if class_labels is not None else None
+    boxes = iter(box_labels) if box_labels is not None else None
     info = dict(info or {})
     info.setdefault("camera_topic", topic)
     info.setdefault("rate_hz", rate_hz)
@@ -218,6 +228,9 @@ def write_frames(path, frames: Iterable[np.ndarray], topic: str = "/camera/image
     if classes is not None:
         info.setdefault("label_topic", LABEL_CLASS_TOPIC)
         info.setdefault("label_kind", "classification")
+    if boxes is not None:
+        info.setdefault("label_topic", LABEL_BOXES_TOPIC)
+        info.setdefault("label_kind", "detection")
     n = 0
     with BagWriter(path, storage, overwrite=overwrite) as bag:
         bag.write_string(INFO_TOPIC, json.dumps(info, sort_keys=True), start_ns)
@@ -230,11 +243,33 @@ def write_frames(path, frames: Iterable[np.ndarray], topic: str = "/camera/image
                 sec, nsec = ns_to_sec_nsec(stamp)
                 label = {"stamp": {"sec": sec, "nanosec": nsec}, "frame_id": frame_id, "label": next(classes)}
                 bag.write_string(LABEL_CLASS_TOPIC, json.dumps(label), stamp)
+            if boxes is not None:
+                bag.write_string(LABEL_BOXES_TOPIC, json.dumps(box_record(stamp, frame_id, rgb.shape[:2],
+                                                                          next(boxes))), stamp)
             n += 1
     if n == 0:
         shutil.rmtree(path, ignore_errors=True)
         raise BagError(f"no frames to write into {path}")
     return n
+
+
+def box_record(stamp_ns: int, frame_id: str, image_hw, objects: Iterable[dict]) -> dict:
+    """The /labels/boxes JSON of one frame; checks every object (label, class id, a box inside the frame)."""
+    h, w = int(image_hw[0]), int(image_hw[1])
+    out = []
+    for obj in objects:
+        try:
+            x1, y1, x2, y2 = (float(v) for v in obj["box"])
+            item = {"label": str(obj["label"]), "class_id": int(obj["class_id"]),
+                    "box": [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)]}
+        except (KeyError, TypeError, ValueError):
+            raise BagError(f"a box label needs label, class_id and box [x1, y1, x2, y2], got {obj!r}") from None
+        if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
+            raise BagError(f"box {item['box']} of {item['label']!r} is empty or outside the {w}x{h} frame")
+        item.update({k: obj[k] for k in ("iscrowd", "ignore") if k in obj})
+        out.append(item)
+    sec, nsec = ns_to_sec_nsec(stamp_ns)
+    return {"stamp": {"sec": sec, "nanosec": nsec}, "frame_id": frame_id, "image_size": [h, w], "objects": out}
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -355,6 +390,24 @@ class BagReader:
             except imaging.ImageDecodeError as exc:
                 raise BagError(f"bad frame on {names[0]} at t={t_ns} ns in {self.path}: {exc}") from None
             yield Frame(t_ns, stamp_to_ns(msg.header.stamp), msg.header.frame_id, rgb)
+
+
+    def box_labels(self) -> dict[tuple[int, str], list[dict]]:
+        """/labels/boxes as {(stamp ns, frame_id): objects}; {} when the bag has none."""
+        topic = self.topics.get(LABEL_BOXES_TOPIC)
+        if topic is None:
+            return {}
+        if topic.msgtype != STRING:
+            raise BagError(f"{LABEL_BOXES_TOPIC} in {self.path} holds {topic.msgtype}, not {STRING}")
+        out = {}
+        for _, msgtype, t_ns, raw in self.messages([LABEL_BOXES_TOPIC]):
+            try:
+                rec = json.loads(self.decode(raw, msgtype).data)
+                key = (rec["stamp"]["sec"] * 1_000_000_000 + rec["stamp"]["nanosec"], rec["frame_id"])
+                out[key] = list(rec["objects"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise BagError(f"bad {LABEL_BOXES_TOPIC} record at t={t_ns} ns in {self.path}: {exc!r}") from None
+        return out
 
 
 def read_frames(path, topic: str | None = None) -> list[Frame]:

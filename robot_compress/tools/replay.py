@@ -26,7 +26,7 @@ DEFAULT_RESULT_TOPIC = "/perception/result"
 DEFAULT_DIAGNOSTICS_TOPIC = "/diagnostics"
 REPLAY_INFO_TOPIC = "/robot_compress/replay_info"
 DRAIN_CAP_FACTOR = 6
-SIDE_TOPICS = (bags.INFO_TOPIC, bags.LABEL_MASK_TOPIC, bags.LABEL_CLASS_TOPIC)
+SIDE_TOPICS = (bags.INFO_TOPIC, *bags.LABEL_TOPICS)
 
 
 class ReplayError(RuntimeError):

@@ -1,0 +1,169 @@
+"""Detection bags: box labels on /labels/boxes (round trip, Penn-Fudan and video sources, resizing scales the
+boxes) and `robot-compress score` of a detection bag against hand-computed COCO AP/AP50, overall and per
+answering source."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from robot_compress.cli import main as cli_main
+from robot_compress.tools import bags
+from robot_compress.tools.bag_from_frames import (
+    PENNFUDAN_VAL_EVERY,
+    SourceError,
+    parse_pennfudan_annotation,
+    pennfudan_frames,
+    pennfudan_split,
+    resize_frame,
+)
+
+RESULT = "/perception/result"
+S1, S2, S3 = 1_000_000_000, 1_100_000_000, 1_200_000_000
+
+ANNOTATION = """# Compatible with PASCAL Annotation Version 1.00
+Image filename : "PennFudanPed/PNGImages/FudanPed00001.png"
+Image size (X x Y x C) : 60 x 40 x 3
+Objects with ground truth : 2 { "PASpersonWalking" "PASpersonStanding" }
+# Top left pixel co-ordinates : (1, 1)
+Bounding box for object 1 "PASpersonWalking" (Xmin, Ymin) - (Xmax, Ymax) : (1, 1) - (10, 20)
+Bounding box for object 2 "PASpersonStanding" (Xmin, Ymin) - (Xmax, Ymax) : (31, 5) - (60, 40)
+"""
+
+
+def _person(box, **extra):
+    return {"label": "person", "class_id": 0, "box": [float(v) for v in box], **extra}
+
+
+# ---------------------------------------------------------------------------------------------- bags
+
+
+@pytest.mark.parametrize("storage", bags.STORAGES)
+def test_box_labels_round_trip_stamped_like_their_frames(tmp_path, storage):
+    frames = [np.full((40, 60, 3), 30 * i, np.uint8) for i in range(3)]
+    labels = [[_person((1, 2, 10, 20))], [], [_person((0, 0, 60, 40), iscrowd=1), _person((5.5, 6.25, 7, 8))]]
+    path = tmp_path / "bag"
+    bags.write_frames(path, frames, rate_hz=10.0, frame_id="cam", storage=storage, box_labels=labels,
+                      start_ns=S1, info={"class_names": ["person"]})
+    with bags.BagReader(path) as reader:
+        info = reader.info()
+        got = reader.box_labels()
+        stamps = [f.stamp_ns for f in reader.frames()]
+        times = [t for _, _, t, _ in reader.messages([bags.LABEL_BOXES_TOPIC])]
+        records = [json.loads(reader.decode(raw, mt).data) for _, mt, _, raw in
+                   reader.messages([bags.LABEL_BOXES_TOPIC])]
+    assert info["label_topic"] == bags.LABEL_BOXES_TOPIC and info["label_kind"] == "detection"
+    assert stamps == times == [S1, S1 + 100_000_000, S1 + 200_000_000]  # bag time and stamp = the frame's
+    assert got == {(s, "cam"): objs for s, objs in zip(stamps, labels, strict=True)}
+    assert [r["image_size"] for r in records] == [[40, 60]] * 3
+
+
+def test_box_labels_are_checked(tmp_path):
+    frames = [np.zeros((40, 60, 3), np.uint8)]
+    for bad in ([_person((0, 0, 61, 10))], [_person((5, 5, 5, 9))], [{"label": "person", "box": [0, 0, 1, 1]}]):
+        with pytest.raises(bags.BagError, match="box"):
+            bags.write_frames(tmp_path / "bad", frames, box_labels=[bad], overwrite=True)
+
+
+def test_replay_keeps_the_box_labels_beside_the_outputs():
+    from robot_compress.tools.replay import SIDE_TOPICS
+
+    assert bags.LABEL_BOXES_TOPIC in SIDE_TOPICS
+
+
+# ---------------------------------------------------------------------------------------------- Penn-Fudan
+
+
+def test_pennfudan_annotation_to_frame_pixels():
+    # PASCAL counts pixels from (1, 1) inclusive: pixels 1..10 span x = 0..10 in 0-based frame coordinates.
+    assert parse_pennfudan_annotation(ANNOTATION, (40, 60)) == [_person((0, 0, 10, 20)), _person((30, 4, 60, 40))]
+    with pytest.raises(SourceError, match="Bounding box"):
+        parse_pennfudan_annotation("# no boxes\n", (40, 60))
+
+
+def test_pennfudan_split_every_fifth_image_by_name():
+    names = [f"PennPed{i:05d}.png" for i in range(12, 0, -1)]
+    val = pennfudan_split(names, "val")
+    assert PENNFUDAN_VAL_EVERY == 5
+    assert val == ["PennPed00001.png", "PennPed00006.png", "PennPed00011.png"]
+    assert sorted(pennfudan_split(names, "train") + val) == sorted(names) == pennfudan_split(names, "all")
+
+
+def _pennfudan_zip(path, n=7, hw=(40, 60)):
+    import cv2
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(1, n + 1):
+            img = np.full((*hw, 3), 10 * i, np.uint8)
+            zf.writestr(f"PennFudanPed/PNGImages/FudanPed{i:05d}.png", cv2.imencode(".png", img)[1].tobytes())
+            zf.writestr(f"PennFudanPed/Annotation/FudanPed{i:05d}.txt", ANNOTATION)
+    return path
+
+
+def test_pennfudan_zip_resized_scales_the_boxes(tmp_path):
+    src = _pennfudan_zip(tmp_path / "pf.zip")
+    items = list(pennfudan_frames(src, "val", size_hw=(80, 30)))
+    assert [name for name, _, _ in items] == ["FudanPed00001.png", "FudanPed00006.png"]
+    _, rgb, objects = items[0]
+    assert rgb.shape == (80, 30, 3)
+    # width 60 -> 30 (x 0.5), height 40 -> 80 (x 2)
+    assert objects == [_person((0, 0, 5, 40)), _person((15, 8, 30, 80))]
+    same, objs, _ = resize_frame(rgb, None, objects)
+    assert same is rgb and objs == objects
+
+
+def test_bag_from_frames_pennfudan_cli(tmp_path, capsys):
+    src = _pennfudan_zip(tmp_path / "pf.zip")
+    out = tmp_path / "bag"
+    assert cli_main(["bag-from-frames", str(src), "-o", str(out), "--split", "train", "--size", "120x80",
+                     "--format", "jpeg"]) == 0
+    assert "from pennfudan" in capsys.readouterr().out
+    with bags.BagReader(out) as reader:
+        info = reader.info()
+        frames = list(reader.frames())
+        labels = reader.box_labels()
+    assert info["kind"] == "pennfudan" and info["split"] == "train" and info["class_names"] == ["person"]
+    assert info["images"] == [f"FudanPed{i:05d}.png" for i in (2, 3, 4, 5, 7)]
+    assert [f.rgb.shape for f in frames] == [(80, 120, 3)] * 5
+    assert labels[(frames[0].stamp_ns, "camera")] == [_person((0, 0, 20, 40)), _person((60, 8, 120, 80))]
+    # labels belong to Penn-Fudan: a second label source is refused with one error line
+    rc = cli_main(["bag-from-frames", str(src), "-o", str(tmp_path / "b2"), "--labels", str(tmp_path)])
+    assert rc == 1 and "Penn-Fudan carries its own box labels" in capsys.readouterr().err
+
+
+def test_bag_from_video_resized(tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "bag"
+    assert cli_main(["bag-from-frames", str(video), "-o", str(out), "--size", "32x24"]) == 0
+    with bags.BagReader(out) as reader:
+        assert [f.rgb.shape for f in reader.frames()] == [(24, 32, 3)] * 3
+        assert reader.info()["size"] == [32, 24]
+    assert cli_main(["bag-from-frames", str(video), "-o", str(tmp_path / "b2"), "--size", "32"]) == 1
+
+
+def test_shared_pennfudan_val_bag(tmp_path):
+    src = shared_path("data", "pennfudan-trainval.zip")
+    out = tmp_path / "bag"
+    assert cli_main(["bag-from-frames", str(src), "-o", str(out), "--format", "jpeg"]) == 0
+    with bags.BagReader(out) as reader:
+        info = reader.info()
+        labels = reader.box_labels()
+        frames = list(reader.frames())
+    assert len(frames) == len(labels) == 24  # 120 images, every 5th
+    assert info["first"] == "FudanPed00001.png"
+    first = labels[(frames[0].stamp_ns, "camera")]
+    assert first == [_person((159, 181, 302, 431)), _person((419, 170, 535, 486))]
+    for frame in frames:
+        h, w = frame.rgb.shape[:2]
+        for obj in labels[(frame.stamp_ns, "camera")]:
+            x1, y1, x2, y2 = obj["box"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
