@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from robot_compress import pennfudan
 from robot_compress.cli import main as cli_main
 from robot_compress.tools import bags
-from robot_compress.tools.bag_from_frames import (
-    PENNFUDAN_VAL_EVERY,
-    SourceError,
-    parse_pennfudan_annotation,
-    pennfudan_frames,
-    pennfudan_split,
-    resize_frame,
-)
+from robot_compress.tools.bag_from_frames import SourceError, pennfudan_frames, resize_frame
 
 RESULT = "/perception/result"
 S1, S2, S3 = 1_000_000_000, 1_100_000_000, 1_200_000_000
@@ -79,17 +73,17 @@ def test_replay_keeps_the_box_labels_beside_the_outputs():
 
 def test_pennfudan_annotation_to_frame_pixels():
     # PASCAL counts pixels from (1, 1) inclusive: pixels 1..10 span x = 0..10 in 0-based frame coordinates.
-    assert parse_pennfudan_annotation(ANNOTATION, (40, 60)) == [_person((0, 0, 10, 20)), _person((30, 4, 60, 40))]
-    with pytest.raises(SourceError, match="Bounding box"):
-        parse_pennfudan_annotation("# no boxes\n", (40, 60))
+    assert pennfudan.parse_annotation(ANNOTATION, (40, 60)) == [_person((0, 0, 10, 20)), _person((30, 4, 60, 40))]
+    with pytest.raises(pennfudan.PennFudanError, match="Bounding box"):
+        pennfudan.parse_annotation("# no boxes\n", (40, 60))
 
 
 def test_pennfudan_split_every_fifth_image_by_name():
     names = [f"PennPed{i:05d}.png" for i in range(12, 0, -1)]
-    val = pennfudan_split(names, "val")
-    assert PENNFUDAN_VAL_EVERY == 5
+    val = pennfudan.split(names, "val")
+    assert pennfudan.VAL_EVERY == 5
     assert val == ["PennPed00001.png", "PennPed00006.png", "PennPed00011.png"]
-    assert sorted(pennfudan_split(names, "train") + val) == sorted(names) == pennfudan_split(names, "all")
+    assert sorted(pennfudan.split(names, "train") + val) == sorted(names) == pennfudan.split(names, "all")
 
 
 def _pennfudan_zip(path, n=7, hw=(40, 60)):
@@ -113,6 +107,11 @@ def test_pennfudan_zip_resized_scales_the_boxes(tmp_path):
     assert objects == [_person((0, 0, 5, 40)), _person((15, 8, 30, 80))]
     same, objs, _ = resize_frame(rgb, None, objects)
     assert same is rgb and objs == objects
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("PennFudanPed/PNGImages/FudanPed00001.png", b"not a png")
+    with pytest.raises(SourceError, match="no annotation"):
+        list(pennfudan_frames(broken))
 
 
 def test_bag_from_frames_pennfudan_cli(tmp_path, capsys):

@@ -18,15 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from robot_compress import pennfudan
 from robot_compress.dataset_constants import CAMVID_IGNORE, CAMVID_LABELS  # noqa: F401  (the demo imports them here)
 from robot_compress.tools import bags
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
-PENNFUDAN_LABELS = ["person"]  # both PASpersonWalking and PASpersonStanding are class 0
-PENNFUDAN_VAL_EVERY = 5  # validation = every 5th image by sorted file name (names[::5]: 24 of 120)
-PENNFUDAN_SPLITS = ("val", "train", "all")
-_PF_BOX = re.compile(r'Bounding box for object \d+ "([^"]*)" \(Xmin, Ymin\) - \(Xmax, Ymax\) : '
-                     r'\((\d+), (\d+)\) - \((\d+), (\d+)\)')
 
 
 class SourceError(bags.BagError):
@@ -87,92 +83,15 @@ def _resize_label(label: np.ndarray, size_hw) -> np.ndarray:
     return cv2.resize(label, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def parse_pennfudan_annotation(text: str, image_hw) -> list[dict]:
-    """Boxes of one Penn-Fudan `Annotation/*.txt` as ground-truth objects in frame pixels.
-
-    PASCAL boxes count pixels from (1, 1) inclusive; a box covering pixels Xmin..Xmax spans x = Xmin - 1 .. Xmax
-    in the continuous 0-based coordinates the runtime uses (docs/DETECTION.md), clipped to the frame."""
-    h, w = int(image_hw[0]), int(image_hw[1])
-    objects = []
-    for _, x1, y1, x2, y2 in _PF_BOX.findall(text):
-        box = [max(int(x1) - 1, 0), max(int(y1) - 1, 0), min(int(x2), w), min(int(y2), h)]
-        objects.append({"label": PENNFUDAN_LABELS[0], "class_id": 0, "box": [float(v) for v in box]})
-    if not objects:
-        raise SourceError("annotation has no 'Bounding box for object' lines")
-    return objects
-
-
-def pennfudan_split(names: list[str], split: str) -> list[str]:
-    """The images of one split by sorted file name: val = every PENNFUDAN_VAL_EVERY-th (names[::5]), train = the
-    rest, all = every image."""
-    names = sorted(names)
-    if split == "all":
-        return names
-    val = names[::PENNFUDAN_VAL_EVERY]
-    if split == "val":
-        return val
-    if split == "train":
-        chosen = set(val)
-        return [n for n in names if n not in chosen]
-    raise SourceError(f"unknown Penn-Fudan split {split!r}; choose one of {', '.join(PENNFUDAN_SPLITS)}")
-
-
-def is_pennfudan(source: Path) -> bool:
-    """The Penn-Fudan zip, its PennFudanPed folder, or a folder holding PennFudanPed/."""
-    if source.is_dir():
-        return (source / "PNGImages").is_dir() and (source / "Annotation").is_dir() or \
-            (source / "PennFudanPed" / "PNGImages").is_dir()
-    if source.suffix.lower() == ".zip" and zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as zf:
-            return any(n.startswith("PennFudanPed/PNGImages/") for n in zf.namelist())
-    return False
-
-
 def pennfudan_frames(source, split: str = "val", size_hw=None, max_frames: int | None = None):
-    """(name, rgb, objects) of the Penn-Fudan images of `split`, sorted by name, at `size_hw` or their own size."""
-    import cv2
-
-    source = Path(source)
-    if source.is_dir():
-        root = source / "PennFudanPed" if (source / "PennFudanPed").is_dir() else source
-        names = [p.name for p in (root / "PNGImages").glob("*.png")]
-
-        def read_pair(name):
-            img = root / "PNGImages" / name
-            ann = root / "Annotation" / (Path(name).stem + ".txt")
-            if not ann.is_file():
-                raise SourceError(f"{img} has no annotation {ann}")
-            return img.read_bytes(), ann.read_text(errors="replace")
-        zf = None
-    else:
-        zf = zipfile.ZipFile(source)
-        prefix = "PennFudanPed/PNGImages/"
-        names = [n[len(prefix):] for n in zf.namelist() if n.startswith(prefix) and n.endswith(".png")]
-
-        def read_pair(name):
-            ann = f"PennFudanPed/Annotation/{Path(name).stem}.txt"
-            try:
-                return zf.read(prefix + name), zf.read(ann).decode(errors="replace")
-            except KeyError:
-                raise SourceError(f"{source}: {prefix}{name} has no annotation {ann}") from None
-    if not names:
-        raise SourceError(f"{source} has no PennFudanPed/PNGImages/*.png")
+    """(name, rgb, objects) of the Penn-Fudan images of `split` (robot_compress.pennfudan: the toolkit's split
+    and box convention), sorted by name, at `size_hw` or their own size."""
     try:
-        for name in pennfudan_split(names, split)[:max_frames]:
-            blob, text = read_pair(name)
-            bgr = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise SourceError(f"{source}: cannot decode {name}")
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-            try:
-                objects = parse_pennfudan_annotation(text, rgb.shape[:2])
-            except SourceError as exc:
-                raise SourceError(f"{source}: {name}: {exc}") from None
+        for name, rgb, objects in pennfudan.samples(source, split, max_frames):
             rgb, objects, _ = resize_frame(rgb, size_hw, objects)
             yield name, rgb, objects
-    finally:
-        if zf is not None:
-            zf.close()
+    except pennfudan.PennFudanError as exc:
+        raise SourceError(str(exc)) from None
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -264,8 +183,8 @@ def _parser(prog):
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--size", help="WIDTHxHEIGHT, e.g. 640x480: resize every frame (plain resize; box and mask "
                    "labels are scaled with it); default: the source's own size")
-    p.add_argument("--split", choices=PENNFUDAN_SPLITS, default="val",
-                   help=f"Penn-Fudan images: val = every {PENNFUDAN_VAL_EVERY}th by sorted name (the toolkit's "
+    p.add_argument("--split", choices=pennfudan.SPLITS, default="val",
+                   help=f"Penn-Fudan images: val = every {pennfudan.VAL_EVERY}th by sorted name (the toolkit's "
                    "validation split), train = the rest, all")
     p.add_argument("--labels", help="folder of class-id label PNGs named like the frames (CamVid *annot/ style)")
     p.add_argument("--label-names", default="camvid",
@@ -285,7 +204,7 @@ def build(args) -> tuple[int, dict]:
     masks = classes = boxes = None
     rate = args.rate
     size = parse_size(getattr(args, "size", None))
-    if is_pennfudan(source):
+    if pennfudan.is_pennfudan(source):
         if args.labels or args.class_folders:
             raise SourceError("Penn-Fudan carries its own box labels; drop --labels / --class-folders")
         items = list(pennfudan_frames(source, args.split, size, args.max_frames))
@@ -293,7 +212,7 @@ def build(args) -> tuple[int, dict]:
             raise SourceError(f"no Penn-Fudan images in split {args.split!r} of {source}")
         frames = [rgb for _, rgb, _ in items]
         boxes = [objects for _, _, objects in items]
-        info.update(kind="pennfudan", split=args.split, class_names=PENNFUDAN_LABELS, first=items[0][0],
+        info.update(kind="pennfudan", split=args.split, class_names=pennfudan.LABELS, first=items[0][0],
                     last=items[-1][0], images=[name for name, _, _ in items],
                     note="Penn-Fudan pedestrians (Wang et al., ACCV 2007), research use; PASCAL boxes")
     elif source.is_dir() and args.class_folders:
