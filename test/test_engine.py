@@ -84,7 +84,7 @@ def test_model_without_required_key_is_refused_naming_it(tmp_path, key):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ({"task": "detection"}, "'task' must be one of"),
+        ({"task": "tracking"}, "'task' must be one of"),
         ({"labels": "[]"}, "'labels' must be a non-empty"),
         ({"labels": "not json"}, "'labels' is not valid JSON"),
         ({"input_size": "[64]"}, "'input_size' must be"),

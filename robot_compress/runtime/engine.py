@@ -1,6 +1,10 @@
 """Local inference over onnxruntime (CPU). One session per model, created once; the input tensor and
 the output buffer are allocated at start-up and reused for every frame (bound through IOBinding),
 so steady-state inference allocates only the small result objects.
+
+Detection models (docs/DETECTION.md) have two outputs, boxes [1, N, 4] and scores [1, N, C]; both are bound
+through IOBinding when the graph declares N, otherwise (N dynamic, e.g. a graph ending in NMS) each frame goes
+through session.run. Their `logits()` / `run_preprocessed()` return the pair (boxes, scores).
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pathlib import Path
 import cv2  # preprocessing in one call (Engine.preprocess); the robot runtime and the edge venv both have it
 import numpy as np
 
-from robot_compress.runtime import postprocess
+from robot_compress.runtime import detection, postprocess
 from robot_compress.runtime.metadata import ModelMetadata, ModelMetadataError
 from robot_compress.runtime.results import InferenceResult
 
@@ -68,6 +72,9 @@ class Engine:
 
         self._input = np.zeros((1, 3, h, w), np.float32)
         self._blob_params = _blob_params(self.meta)
+        if self.meta.task == "detection":
+            self._init_detection(outputs)
+            return
 
         # First run fixes the output shape (it may be symbolic) and warms the session up.
         first = self.session.run([self._output_name], {self._input_name: self._input})[0]
@@ -76,6 +83,46 @@ class Engine:
         self._binding = self.session.io_binding()
         self._binding.bind_input(self._input_name, "cpu", 0, np.float32, self._input.shape, self._input.ctypes.data)
         self._binding.bind_output(self._output_name, "cpu", 0, np.float32, self._output.shape, self._output.ctypes.data)
+
+    def _init_detection(self, outputs) -> None:
+        """Two outputs, boxes [1, N, 4] and scores [1, N, C]: checked, then bound when N is static."""
+        if len(outputs) != 2:
+            raise ModelLoadError(
+                f"{self.model_path}: a detection model has two outputs (boxes [1, N, 4], scores [1, N, C]), "
+                f"found {len(outputs)}: {[o.name for o in outputs]}")
+        if [o.name for o in outputs] == ["scores", "boxes"]:  # named: order by name, else the contract's order
+            outputs = outputs[::-1]
+        self._output_names = [o.name for o in outputs]
+        c = self.meta.num_classes
+        declared = [o.shape for o in outputs]
+        first = self.session.run(self._output_names, {self._input_name: self._input})
+        for shape, want, what in ((declared[0], 4, "boxes"), (declared[1], c, "scores")):
+            self._check_detection_shape(shape, want, what)
+        for got, want, what in ((first[0].shape, 4, "boxes"), (first[1].shape, c, "scores")):
+            self._check_detection_shape(got, want, what)
+        if any(a.dtype != np.float32 for a in first):
+            raise ModelLoadError(f"{self.model_path}: detection outputs must be float32, got "
+                                 f"{[str(a.dtype) for a in first]}")
+        if first[0].shape[1] != first[1].shape[1]:
+            raise ModelLoadError(f"{self.model_path}: boxes {first[0].shape} and scores {first[1].shape} disagree "
+                                 "on the number of candidates N")
+        self._static = all(isinstance(d, int) for shape in declared for d in shape)
+        if self._static:
+            self._outputs = tuple(np.empty(a.shape, np.float32) for a in first)
+            self._binding = self.session.io_binding()
+            self._binding.bind_input(self._input_name, "cpu", 0, np.float32, self._input.shape,
+                                     self._input.ctypes.data)
+            for name, buf in zip(self._output_names, self._outputs, strict=True):
+                self._binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
+
+    def _check_detection_shape(self, shape, last: int, what: str) -> None:
+        dims = list(shape)
+        ok = len(dims) == 3 and all(not isinstance(got, int) or got == want
+                                    for got, want in ((dims[0], 1), (dims[2], last)))
+        if not ok:
+            raise ModelLoadError(
+                f"{self.model_path}: detection output {what!r} has shape {tuple(dims)}, expected [1, N, {last}] "
+                f"({'x1, y1, x2, y2 boxes' if what == 'boxes' else f'one score per each of the {last} labels'})")
 
     @property
     def model_id(self) -> str:
@@ -119,7 +166,16 @@ class Engine:
         return self._input
 
     def run_preprocessed(self) -> np.ndarray:
-        """Run the session on the bound input tensor; returns the reused output buffer (copy to keep)."""
+        """Run the session on the bound input tensor; returns the reused output buffer (copy to keep).
+
+        Detection: the pair (boxes, scores), reused buffers when bound (static N), fresh arrays otherwise.
+        """
+        if self.meta.task == "detection":
+            if not self._static:
+                boxes, scores = self.session.run(self._output_names, {self._input_name: self._input})
+                return boxes, scores
+            self.session.run_with_iobinding(self._binding)
+            return self._outputs
         self.session.run_with_iobinding(self._binding)
         return self._output
 
@@ -154,7 +210,12 @@ def _blob_params(meta: ModelMetadata):
 
 
 def result_from_logits(meta: ModelMetadata, logits: np.ndarray, image_hw, source: str, k: int = 5) -> InferenceResult:
-    """Turn one frame's model output into a result (shared by local and edge paths)."""
+    """Turn one frame's model output into a result (shared by local and edge paths); for detection `logits` is
+    the pair (boxes, scores)."""
+    if meta.task == "detection":
+        boxes, scores = logits
+        dets = detection.postprocess(boxes, scores, meta, frame_hw=tuple(image_hw))
+        return InferenceResult(meta.task, meta.model_id, source, detections=dets, image_size=tuple(image_hw))
     if meta.task == "classification":
         return InferenceResult(meta.task, meta.model_id, source, top_k=postprocess.top_k(logits[0], meta.labels, k))
     return result_from_mask(meta, postprocess.argmax_mask(logits), image_hw, source)
