@@ -130,6 +130,8 @@ def export_onnx(model: nn.Module, path: str | Path, info, *, model_id: str | Non
         "sparsity": round(counts["weight_sparsity"], 6),  # zero fraction of conv/linear weights
         "sparsity_per_layer": rows,
     }
+    if logits_size is not None:
+        extra["logits_size"] = [int(logits_size[0]), int(logits_size[1])]
     extra.update(extra_metadata or {})
     meta = build_metadata(info, model_id=model_id, recipe=recipe, extra=extra, input_size=(h, w))
     proto = onnx.load(str(tmp))
@@ -173,7 +175,8 @@ def write_model_card(onnx_path: Path, meta: ModelMetadata, counts: dict, rows: l
         "labels": list(meta.labels),
         "input": {"name": "input", "shape": ["batch", 3, *meta.input_size], "color_order": meta.color_order,
                   "mean": list(meta.mean), "std": list(meta.std), "scale": "pixel/255"},
-        "output": {"name": "logits"},
+        "output": {"name": "logits", **({"size": json.loads(meta.extra["logits_size"])}
+                                         if "logits_size" in meta.extra else {})},
         "ignore_index": meta.ignore_index,
         "provenance": meta.provenance,
         "params": counts,
