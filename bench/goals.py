@@ -6,6 +6,8 @@ from __future__ import annotations
 SPEEDUP_GOAL = 5.0  # student vs teacher, p50, one thread
 FPS_GOAL = 30.0  # camera frames per second on one core, Engine.infer including pre/post-processing
 NODE_OVERHEAD_GOAL_MS = 2.0  # the node beyond a no-op echo node
+# Issue 12: Engine.infer's work outside the onnxruntime session (resize, normalise, argmax, mask to frame size)
+FRAME_PATH_GOAL_MS = 1.0
 NODE_RSS_GOAL_MB = 250.0
 # Accuracy budgets below the teacher (issue 7): top-1 / global pixel accuracy, percentage points.
 ACC_BUDGET_PTS = {"classification": 1.0, "segmentation": 2.0}

@@ -160,3 +160,18 @@ def test_render_only_rewrites_the_same_tables_from_the_json(quick_run, tmp_path)
     assert run_all.main(["--render-only", "--build", str(build), "--doc", str(doc)]) == 0
     assert _tables(doc.read_text()) == _tables(text)
     assert run_all.main(["--render-only", "--build", str(tmp_path / "empty"), "--doc", str(doc)]) == 2
+
+
+def test_frame_path_goal_reads_the_shipped_float_students_time_outside_the_session():
+    """Issue 12: Engine.infer minus the session, for the deployed float student(s) only."""
+    import run_all
+
+    def variant(name, frame, session):
+        return {"name": name, "timing": {"1": {"frame_p50": frame, "session_p50": session}}}
+
+    rows = run_all._frame_path_rows("camvid", [variant("teacher", 90.0, 80.0), variant("deployed student", 11.6, 10.9),
+                                               variant("deployed student int8", 20.0, 10.0)])
+    assert len(rows) == 1 and "deployed student" in rows[0]["goal"]
+    assert rows[0]["measured"].startswith("0.70 ms") and rows[0]["holds"] is True
+    slow = run_all._frame_path_rows("camvid", [variant("deployed student", 13.0, 10.9)])
+    assert slow[0]["holds"] is False
