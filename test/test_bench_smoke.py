@@ -164,6 +164,7 @@ def test_render_only_rewrites_the_same_tables_from_the_json(quick_run, tmp_path)
 
 def test_frame_path_goal_reads_the_shipped_float_students_time_outside_the_session():
     """Issue 12: Engine.infer minus the session, for the deployed float student(s) only."""
+    sys.path.insert(0, str(REPO / "bench"))
     import run_all
 
     def variant(name, frame, session):
