@@ -13,7 +13,8 @@ lifecycle_msgs transitions (ros2 lifecycle set / a lifecycle manager, as navigat
 The camera callback only timestamps the frame and drops it into a latest-frame-wins slot; one worker thread
 decodes, runs the FrameProcessor (local Engine, or edge replicas with local failover) and publishes. Outputs
 per processed frame carry the input header unchanged: a JSON result (robot_compress/result/1, plus
-`edge_replica` for an edge answer), a mono8 class-id mask (segmentation) and an optional rgb8 overlay.
+`edge_replica` for an edge answer; `detections` in frame pixels for a detector), a mono8 class-id mask
+(segmentation only) and an optional rgb8 overlay (the colourised mask, or the boxes with label and score).
 
 Live reconfiguration: every set is validated by the one PARAMETERS table (ros/parameters.py) and applied
 before it is accepted, so `ros2 param set` reports a bad value or a model that cannot load as a failure with
@@ -52,7 +53,7 @@ from robot_compress.ros.parameters import (
     resolve_model_path,
     validate,
 )
-from robot_compress.runtime import postprocess
+from robot_compress.runtime import detection, postprocess
 from robot_compress.runtime.edge_client import EdgeClient
 from robot_compress.runtime.engine import Engine, ModelLoadError
 from robot_compress.runtime.latest_slot import LatestSlot
@@ -322,6 +323,9 @@ class PerceptionCore:
             if params["publish_overlay"]:
                 blend = postprocess.overlay(rgb, result.mask, pipeline.engine.meta.num_classes)
                 self._pubs["overlay"].publish(image_msgs.rgb_to_image(blend, header))
+        elif result.detections is not None and params["publish_overlay"]:
+            boxes = detection.draw_detections(rgb, result.detections)
+            self._pubs["overlay"].publish(image_msgs.rgb_to_image(boxes, header))
         payload = result.to_dict(header.stamp.sec, header.stamp.nanosec, header.frame_id)
         self._pubs["result"].publish(String(data=json.dumps(payload)))
         self.stats.result(result.latency_ms)
