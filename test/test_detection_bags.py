@@ -166,3 +166,80 @@ def test_shared_pennfudan_val_bag(tmp_path):
         for obj in labels[(frame.stamp_ns, "camera")]:
             x1, y1, x2, y2 = obj["box"]
             assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+
+
+# ---------------------------------------------------------------------------------------------- score
+
+
+def _result(stamp, frame_id, source, detections):
+    return {"schema": "robot_compress/result/1", "stamp": {"sec": stamp // 1_000_000_000,
+                                                           "nanosec": stamp % 1_000_000_000},
+            "frame_id": frame_id, "task": "detection", "source": source, "model_id": "m", "latency_ms": 1.0,
+            "detections": [{"label": "person", "class_id": 0, "score": s, "box": b} for s, b in detections],
+            "image_size": [40, 60]}
+
+
+def _det_bag(path, results=None):
+    """Three labelled frames (S3 unanswered) and an answer for an unlabelled frame, as replay records them.
+
+    S1 (edge): objects A, B; detections A exactly (0.9) and a box on nothing (0.8).
+    S2 (local): object C; detection C exactly (0.7).
+    """
+    a, b, c = [0, 0, 10, 20], [30, 4, 60, 40], [5, 5, 25, 25]
+    with bags.BagWriter(path) as bag:
+        bag.write_string(bags.INFO_TOPIC, json.dumps({"class_names": ["person"]}), S1)
+        for stamp, objs in ((S1, [a, b]), (S2, [c]), (S3, [a])):
+            rec = bags.box_record(stamp, "cam", (40, 60), [_person(o) for o in objs])
+            bag.write_string(bags.LABEL_BOXES_TOPIC, json.dumps(rec), stamp)
+        for rec in results or [_result(S1, "cam", "edge", [(0.9, a), (0.8, [0, 25, 10, 35])]),
+                               _result(S2, "cam", "local", [(0.7, c)]),
+                               _result(S2, "cam", "local", [(0.1, a)]),  # a duplicate answer: not scored
+                               _result(S2, "other_cam", "local", [(0.9, a)])]:  # unlabelled: not scored
+            stamp = rec["stamp"]["sec"] * 1_000_000_000 + rec["stamp"]["nanosec"]
+            bag.write_string(RESULT, json.dumps(rec), stamp)
+
+
+def test_score_detection_bag_hand_computed_ap(tmp_path):
+    from robot_compress.tools.score import score
+
+    path = tmp_path / "out"
+    _det_bag(path)
+    s = score(path)
+    assert (s.task, s.frames_labelled, s.frames_scored, s.unanswered) == ("detection", 3, 2, 1)
+    # Ranked: 0.9 hit, 0.8 miss, 0.7 hit of 3 objects -> recall 1/3, 1/3, 2/3; interpolated precision 1 up to
+    # recall 1/3 (101-point thresholds 0.00..0.33: 34 points), 2/3 up to recall 2/3 (0.34..0.66: 33 points),
+    # 0 beyond: AP50 = (34 + 33 * 2/3) / 101 = 56/101. The hits are exact boxes, so every IoU threshold agrees.
+    assert s.overall["ap50"] == pytest.approx(56 / 101)
+    assert s.overall["ap"] == pytest.approx(56 / 101) and s.overall["ap75"] == pytest.approx(56 / 101)
+    assert (s.overall["ground_truth"], s.overall["detections"]) == (3, 3)
+    # per answering source: edge 0.9 hit, 0.8 miss of 2 -> precision 1 up to recall 0.5: 51/101; local 1 of 1
+    assert s.by_source == {"edge": {"frames": 1, "ap": pytest.approx(51 / 101), "ap50": pytest.approx(51 / 101),
+                                    "ap75": pytest.approx(51 / 101)},
+                           "local": {"frames": 1, "ap": pytest.approx(1.0), "ap50": pytest.approx(1.0),
+                                     "ap75": pytest.approx(1.0)}}
+    assert [(r["source"], r["objects"], r["detections"]) for r in s.per_frame] == [("edge", 2, 2), ("local", 1, 1)]
+
+
+def test_score_detection_cli_and_half_overlap(tmp_path, capsys):
+    # Only S1 answered, one detection [0, 0, 10, 12.5] on object A [0, 0, 10, 20] (IoU 0.625), object B missed:
+    # recall 1/2 at precision 1 -> 51/101 at each IoU threshold the hit passes (0.50, 0.55, 0.60 of ten), so
+    # AP50 = 51/101, AP = 3/10 * 51/101, AP75 = 0.
+    path = tmp_path / "out"
+    _det_bag(path, [_result(S1, "cam", "local", [(0.5, [0, 0, 10, 12.5])])])
+    js = tmp_path / "score.json"
+    assert cli_main(["score", str(path), "--per-frame", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "task: detection; labelled frames: 3; scored: 1; unanswered: 2" in out
+    assert "overall: AP50 0.5050, AP 0.1515, AP75 0.0000" in out
+    assert "from local: AP50 0.5050" in out and "1 detections, 2 objects" in out
+    saved = json.loads(js.read_text())
+    assert saved["overall"]["ap50"] == pytest.approx(51 / 101)
+    assert saved["overall"]["ap"] == pytest.approx(0.3 * 51 / 101) and saved["overall"]["ap75"] == 0.0
+
+
+def test_score_refuses_results_that_are_not_detections(tmp_path, capsys):
+    path = tmp_path / "out"
+    seg = {"stamp": {"sec": 1, "nanosec": 0}, "frame_id": "cam", "task": "segmentation", "source": "local"}
+    _det_bag(path, [seg])
+    rc = cli_main(["score", str(path)])
+    assert rc == 1 and "without detections" in capsys.readouterr().err

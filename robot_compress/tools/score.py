@@ -3,10 +3,12 @@
 Outputs and labels are matched by header (stamp, frame_id). Segmentation: the mono8 mask topic against
 /labels/mask, global pixel accuracy and mIoU per frame and overall (one confusion matrix over all frames,
 robot_compress.runtime.metrics; the void id is not scored). Classification: top-1 of the result JSON
-against /labels/class. Labels are read from the output bag (replay copies them) or from `--labels-bag`.
-Labelled frames without an output are reported as unanswered, never silently skipped. Segmentation is also
-scored per answering source (`edge` / `local`, from the result JSON of the same frame), so a run with edge
-offload shows what the edge teacher buys over the robot's student.
+against /labels/class. Detection: the `detections` of the result JSON against the boxes on /labels/boxes,
+COCO AP (IoU 0.50:0.95), AP50 and AP75 over the answered frames (runtime/detection_eval.py, pycocotools'
+COCOeval: the toolkit's metric). Labels are read from the output bag (replay copies them) or from
+`--labels-bag`. Labelled frames without an output are reported as unanswered, never silently skipped.
+Segmentation and detection are also scored per answering source (`edge` / `local`, from the result JSON of the
+same frame), so a run with edge offload shows what the edge teacher buys over the robot's student.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ class Score:
     frames_labelled: int
     frames_scored: int
     unanswered: int
-    overall: dict = field(default_factory=dict)  # pixel_acc, miou (segmentation) or top1 (classification)
+    overall: dict = field(default_factory=dict)  # pixel_acc, miou | ap, ap50, ap75 | top1
     per_frame: list[dict] = field(default_factory=list)
-    by_source: dict = field(default_factory=dict)  # segmentation: source -> {frames, pixel_acc, miou}
+    by_source: dict = field(default_factory=dict)  # source -> {frames, pixel_acc, miou} or {frames, ap, ap50, ap75}
 
 
 def _key(header) -> tuple[int, str]:
@@ -46,11 +48,11 @@ def _label_source(out_bag, labels_bag):
         with bags.BagReader(path) as reader:
             info = reader.info()
             topics = reader.topics
-        if bags.LABEL_MASK_TOPIC in topics or bags.LABEL_CLASS_TOPIC in topics:
+        if any(t in topics for t in bags.LABEL_TOPICS):
             return path, info
     where = labels_bag or out_bag
-    raise ScoreError(f"no labels in {where}: expected {bags.LABEL_MASK_TOPIC} or {bags.LABEL_CLASS_TOPIC} "
-                     "(build the source bag from a labelled source, e.g. bag-from-frames --labels)")
+    raise ScoreError(f"no labels in {where}: expected {', '.join(bags.LABEL_TOPICS)} "
+                     "(build the source bag from a labelled source, e.g. bag-from-frames --labels, or Penn-Fudan)")
 
 
 def score(out_bag, labels_bag=None, mask_topic: str = DEFAULT_MASK_TOPIC, result_topic: str = DEFAULT_RESULT_TOPIC,
@@ -61,6 +63,9 @@ def score(out_bag, labels_bag=None, mask_topic: str = DEFAULT_MASK_TOPIC, result
             labels = {_key(m.header): bags.mono8_to_array(m) for m in
                       (reader.decode(raw, mt) for _, mt, _, raw in reader.messages([bags.LABEL_MASK_TOPIC]))}
             task = "segmentation"
+        elif bags.LABEL_BOXES_TOPIC in reader.topics:
+            labels = reader.box_labels()
+            task = "detection"
         else:
             labels = {}
             for _, mt, _, raw in reader.messages([bags.LABEL_CLASS_TOPIC]):
@@ -73,6 +78,8 @@ def score(out_bag, labels_bag=None, mask_topic: str = DEFAULT_MASK_TOPIC, result
         if task == "segmentation":
             sources = _sources(reader, result_topic)
             return _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_index, sources)
+        if task == "detection":
+            return _score_detection(reader, labels, info, result_topic)
         return _score_classification(reader, labels, result_topic)
 
 
@@ -132,6 +139,61 @@ def _score_segmentation(reader, labels, info, mask_topic, num_classes, ignore_in
                   "iou_per_class": overall["iou_per_class"], "class_names": names}, per_frame, sources_scored)
 
 
+def _class_names(info: dict, labels: dict, results: list[dict]) -> list[str]:
+    """The bag's class names, else the class ids and labels seen in the ground truth and the detections."""
+    if info.get("class_names"):
+        return list(info["class_names"])
+    seen = {int(o["class_id"]): o["label"] for objs in labels.values() for o in objs}
+    seen.update({int(d["class_id"]): d["label"] for r in results for d in r["detections"]})
+    if not seen or sorted(seen) != list(range(len(seen))):
+        raise ScoreError("the bag does not name its classes (bag_info class_names) and the class ids seen "
+                         f"({sorted(seen)}) are not 0..K-1")
+    return [seen[i] for i in range(len(seen))]
+
+
+def _score_detection(reader, labels, info, result_topic) -> Score:
+    """COCO AP/AP50/AP75 of the answered labelled frames, overall and per answering source."""
+    from robot_compress.runtime.detection_eval import DetectionScorer
+
+    if result_topic not in reader.topics:
+        raise ScoreError(f"result topic {result_topic} not in {reader.path}; it has: "
+                         f"{', '.join(sorted(reader.topics))}")
+    answered, seen = [], set()
+    for _, mt, _, raw in reader.messages([result_topic]):
+        rec = json.loads(reader.decode(raw, mt).data)
+        key = (rec["stamp"]["sec"] * 1_000_000_000 + rec["stamp"]["nanosec"], rec["frame_id"])
+        if key not in labels or key in seen:
+            continue  # an output for an unlabelled frame (or a duplicate) is not scored
+        if "detections" not in rec:
+            raise ScoreError(f"the result for stamp {key[0]} ns is a {rec.get('task')!r} result without "
+                             "detections; the bag's labels are boxes")
+        seen.add(key)
+        answered.append((key, rec))
+    names = _class_names(info, labels, [rec for _, rec in answered])
+    overall, by_source = DetectionScorer(names), {}
+    per_frame = []
+    try:
+        for key, rec in answered:
+            source = rec.get("source", "unknown")
+            overall.add(key, labels[key], rec["detections"])
+            by_source.setdefault(source, DetectionScorer(names)).add(key, labels[key], rec["detections"])
+            per_frame.append({"stamp_ns": key[0], "frame_id": key[1], "source": source,
+                              "objects": sum(1 for o in labels[key] if not (o.get("iscrowd") or o.get("ignore"))),
+                              "detections": len(rec["detections"])})
+    except ValueError as exc:  # a box or class the scorer refuses
+        raise ScoreError(f"frame at stamp {key[0]} ns: {exc}") from None
+    per_frame.sort(key=lambda r: r["stamp_ns"])
+    m = overall.compute()
+    sources_scored = {}
+    for src, scorer in sorted(by_source.items()):
+        v = scorer.compute()
+        sources_scored[src] = {"frames": v["images"], "ap": v["ap"], "ap50": v["ap50"], "ap75": v["ap75"]}
+    return Score("detection", len(labels), len(seen), len(labels) - len(seen),
+                 {"ap": m["ap"], "ap50": m["ap50"], "ap75": m["ap75"], "ap50_per_class": m["ap50_per_class"],
+                  "ground_truth": m["ground_truth"], "detections": m["detections"], "class_names": names},
+                 per_frame, sources_scored)
+
+
 def _score_classification(reader, labels, result_topic) -> Score:
     if result_topic not in reader.topics:
         raise ScoreError(f"result topic {result_topic} not in {reader.path}")
@@ -162,6 +224,15 @@ def format_score(s: Score, per_frame: bool = False) -> str:
         if per_frame:
             lines += [f"  {r['stamp_ns']:>20} {r['frame_id']:<12} acc {r['pixel_acc']:.4f} mIoU {r['miou']:.4f}"
                       for r in s.per_frame]
+    elif s.task == "detection":
+        lines.append(f"overall: AP50 {s.overall['ap50']:.4f}, AP {s.overall['ap']:.4f}, AP75 {s.overall['ap75']:.4f} "
+                     f"({s.overall['detections']} detections, {s.overall['ground_truth']} labelled objects)")
+        if len(s.by_source) > 1 or "unknown" not in s.by_source:
+            lines += [f"  from {src}: AP50 {v['ap50']:.4f}, AP {v['ap']:.4f} over {v['frames']} frames"
+                      for src, v in s.by_source.items()]
+        if per_frame:
+            lines += [f"  {r['stamp_ns']:>20} {r['frame_id']:<12} {r['source']:<6} {r['detections']} detections, "
+                      f"{r['objects']} objects" for r in s.per_frame]
     else:
         lines.append(f"overall: top-1 {s.overall['top1']:.4f}")
         if per_frame:
