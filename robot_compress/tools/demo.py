@@ -1,14 +1,18 @@
 """`make demo` / `python -m robot_compress.tools.demo`: real camera footage through the whole system.
 
-1. models: the shipped student (local) and teacher (edge) from models/, else tiny random models built on the
-   fly (announced: their accuracy means nothing);
-2. the demo bag, built on demand: CamVid validation frames from ../shared (labelled, so outputs are scored),
-   else Debian opencv-doc's vtest.avi (real pedestrian video), else a generated numpy scene;
+`--task segmentation` (default) or `--task detection` (pedestrian boxes):
+1. models: the shipped student (local) and teacher (edge) of the task from models/ (segmentation: the CamVid
+   pair; detection: models/pennfudan_*.onnx), else tiny random models built on the fly (announced: their
+   accuracy means nothing);
+2. the demo bag, built on demand: segmentation: CamVid validation frames from ../shared (labelled, so outputs
+   are scored); detection: the Penn-Fudan validation images from ../shared (box labels, scored as AP/AP50);
+   else Debian opencv-doc's vtest.avi (real pedestrian video, unlabelled), else a generated numpy scene;
 3. the edge server (Triton, `robot-compress serve`) behind the fault proxy, when .venv-edge exists;
 4. perception_node started as launch starts it (`--ros-args --params-file`), mode auto (local without edge);
 5. the bag replayed at camera rate; the edge link dropped for the middle third, then restored;
-6. everything stopped (process groups, also on Ctrl-C/SIGTERM); a summary table, demo_output/ with the
-   output bag, summary.json and timeline.png.
+6. everything stopped (process groups, also on Ctrl-C/SIGTERM); a summary table (per answering source: frames,
+   latency, accuracy when labelled; detection also boxes per frame), demo_output/ with the output bag,
+   summary.json and timeline.png.
 """
 from __future__ import annotations
 
@@ -26,17 +30,28 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from robot_compress import pennfudan
 from robot_compress.paths import PACKAGE_ROOT
 from robot_compress.tools import bags
-from robot_compress.tools.bag_from_frames import CAMVID_IGNORE, CAMVID_LABELS, camvid_from_zip, synthetic_scene
+from robot_compress.tools.bag_from_frames import (
+    CAMVID_IGNORE,
+    CAMVID_LABELS,
+    camvid_from_zip,
+    synthetic_pedestrians,
+    synthetic_scene,
+)
 from robot_compress.tools.replay import default_record_topics, replay
 from robot_compress.tools.ros_env import localhost_dds_env, pick_domain_id
 
 CAMVID_ZIP = PACKAGE_ROOT.parent / "shared" / "data" / "camvid-trainval.zip"
+PENNFUDAN_ZIP = PACKAGE_ROOT.parent / "shared" / "data" / "pennfudan-trainval.zip"
 VTEST_CANDIDATES = ("/usr/share/doc/opencv-doc/examples/data/vtest.avi",
                     "/usr/share/opencv4/samples/data/vtest.avi", "/usr/share/doc/opencv-doc/examples/vtest.avi")
 STUDENT_NAME = "camvid_lraspp_student.onnx"  # config/perception.yaml's default model_path
 TEACHER_NAME = "camvid_teacher_fp16.onnx"  # the edge teacher (float16 weights: fits models/' 25 MB budget)
+DETECTION_MODELS = "pennfudan_*.onnx"  # the toolkit's Penn-Fudan detectors: the smallest is the student
+TASKS = ("segmentation", "detection")
+SOURCES = {"segmentation": ("camvid", "vtest", "synthetic"), "detection": ("pennfudan", "vtest", "synthetic")}
 INPUT_TOPIC, MASK_TOPIC, RESULT_TOPIC = "/camera/image_raw", "/perception/mask", "/perception/result"
 
 
@@ -55,18 +70,18 @@ def _on_sigterm(signum, frame):
 # ---------------------------------------------------------------------------------------------- models
 
 
-def locate_models(work: Path) -> tuple[Path, Path | None, str]:
-    """(student for the node, teacher for the edge or None, how they were found)."""
+def locate_models(work: Path, task: str = "segmentation") -> tuple[Path, Path | None, str]:
+    """(student for the node, teacher for the edge, how they were found)."""
     from robot_compress.runtime.engine import ModelLoadError, read_metadata
-    from robot_compress.tools.synthetic_models import make_model
 
     found = []
-    for path in sorted((PACKAGE_ROOT / "models").glob("*.onnx")):
+    pattern = DETECTION_MODELS if task == "detection" else "*.onnx"
+    for path in sorted((PACKAGE_ROOT / "models").glob(pattern)):
         try:
             meta = read_metadata(path)
         except ModelLoadError:
             continue
-        if meta.task == "segmentation":
+        if meta.task == task:
             found.append((path, meta))
     if found:
         by_size = sorted(found, key=lambda pm: pm[0].stat().st_size)
@@ -77,6 +92,21 @@ def locate_models(work: Path) -> tuple[Path, Path | None, str]:
         note = f"shipped models: student {student[0].name}" + (f", teacher {teacher.name}" if teacher else
                                                                  " (no separate teacher: edge serves the student)")
         return student[0], teacher or student[0], note
+    return _synthetic_models(work, task)
+
+
+def _synthetic_models(work: Path, task: str) -> tuple[Path, Path, str]:
+    from robot_compress.tools.synthetic_models import make_model
+
+    if task == "detection":
+        kw = {"task": "detection", "labels": pennfudan.LABELS}
+        student = make_model(work / "synthetic_det_student.onnx", input_size=(96, 128), seed=2,
+                             model_id="synthetic_det_student", **kw)
+        teacher = make_model(work / "synthetic_det_teacher.onnx", input_size=(192, 256), seed=1,
+                             model_id="synthetic_det_teacher", **kw)
+        return student, teacher, (f"no detection models ({DETECTION_MODELS}) in {PACKAGE_ROOT / 'models'}: "
+                                  "SYNTHETIC colour-cell detectors built on the fly (a fixed grid of boxes that fire "
+                                  "on bright cells; the pipeline is real, the accuracy numbers are meaningless)")
     student = make_model(work / "synthetic_student.onnx", input_size=(90, 120), seed=2, model_id="synthetic_student")
     teacher = make_model(work / "synthetic_teacher.onnx", input_size=(180, 240), seed=1, model_id="synthetic_teacher")
     return student, teacher, ("no segmentation models in models/: SYNTHETIC random-weight models built on the fly "
@@ -107,8 +137,14 @@ def _ping_pong(items: list, n: int) -> list:
     return [cycle[i % len(cycle)] for i in range(n)]
 
 
-def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_apt: bool) -> dict:
-    """Write the demo bag; returns its provenance. `source` is auto|camvid|vtest|synthetic."""
+def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_apt: bool,
+                   task: str = "segmentation") -> dict:
+    """Write the demo bag; returns its provenance. `source` is auto or one of SOURCES[task]."""
+    if source not in ("auto", *SOURCES[task]):
+        raise bags.BagError(f"--source {source} has no {task} labels or frames; for --task {task} choose auto, "
+                            + ", ".join(SOURCES[task]))
+    if task == "detection":
+        return _build_detection_bag(path, source, frames, rate_hz, allow_apt)
     if source in ("auto", "camvid") and CAMVID_ZIP.is_file():
         pairs = list(camvid_from_zip(CAMVID_ZIP, "val", max_frames=min(frames, 101)))
         pairs = _ping_pong(pairs, frames)
@@ -121,15 +157,7 @@ def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_a
         raise bags.BagError(f"CamVid not found at {CAMVID_ZIP}")
     vtest = find_vtest(allow_apt) if source in ("auto", "vtest") else None
     if vtest is not None:
-        from robot_compress.tools.bag_from_frames import video_frames
-
-        it, fps = video_frames(vtest, max_frames=frames)
-        clip = list(it)
-        info = {"kind": "video", "source": str(vtest), "video_fps": fps, "image_format": "jpeg",
-                "note": "Debian opencv-doc examples/data/vtest.avi (pedestrians); no labels: not scored"}
-        bags.write_frames(path, _ping_pong(clip, frames), rate_hz=rate_hz, frame_id="camera", fmt="jpeg",
-                          info=info, overwrite=True)
-        return info
+        return _build_vtest_bag(path, vtest, frames, rate_hz)
     if source == "vtest":
         raise bags.BagError("vtest.avi not found (install Debian's opencv-doc)")
     pairs = list(synthetic_scene(frames, 360, 480))
@@ -138,6 +166,45 @@ def build_demo_bag(path: Path, source: str, frames: int, rate_hz: float, allow_a
             "note": "generated numpy road scene (no real footage available); labels exact by construction"}
     bags.write_frames(path, [f for f, _ in pairs], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
                       label_masks=[lab for _, lab in pairs], info=info, overwrite=True)
+    return info
+
+
+def _build_vtest_bag(path: Path, vtest: Path, frames: int, rate_hz: float) -> dict:
+    from robot_compress.tools.bag_from_frames import video_frames
+
+    it, fps = video_frames(vtest, max_frames=frames)
+    clip = list(it)
+    info = {"kind": "video", "source": str(vtest), "video_fps": fps, "image_format": "jpeg",
+            "note": "Debian opencv-doc examples/data/vtest.avi (pedestrians); no labels: not scored"}
+    bags.write_frames(path, _ping_pong(clip, frames), rate_hz=rate_hz, frame_id="camera", fmt="jpeg",
+                      info=info, overwrite=True)
+    return info
+
+
+def _build_detection_bag(path: Path, source: str, frames: int, rate_hz: float, allow_apt: bool) -> dict:
+    """Penn-Fudan validation images with their boxes (each at its own size, as the toolkit scores them), else
+    vtest.avi (unlabelled), else a generated scene with exact boxes."""
+    if source in ("auto", "pennfudan") and PENNFUDAN_ZIP.is_file():
+        items = _ping_pong(list(pennfudan.samples(PENNFUDAN_ZIP, "val")), frames)
+        info = {"kind": "pennfudan-val", "source": str(PENNFUDAN_ZIP), "class_names": pennfudan.LABELS,
+                "image_format": "rgb8", "note": f"Penn-Fudan pedestrians (Wang et al. 2007), the toolkit's "
+                f"validation images (every {pennfudan.VAL_EVERY}th by name), boxes scored as COCO AP/AP50"}
+        bags.write_frames(path, [rgb for _, rgb, _ in items], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
+                          box_labels=[objects for _, _, objects in items], info=info, overwrite=True)
+        return info
+    if source == "pennfudan":
+        raise bags.BagError(f"Penn-Fudan not found at {PENNFUDAN_ZIP}")
+    vtest = find_vtest(allow_apt) if source in ("auto", "vtest") else None
+    if vtest is not None:
+        return _build_vtest_bag(path, vtest, frames, rate_hz)
+    if source == "vtest":
+        raise bags.BagError("vtest.avi not found (install Debian's opencv-doc)")
+    items = list(synthetic_pedestrians(frames, 360, 480))
+    info = {"kind": "synthetic", "source": "robot_compress.tools.bag_from_frames.synthetic_pedestrians",
+            "image_format": "rgb8", "class_names": pennfudan.LABELS,
+            "note": "generated numpy street with walking figures (no real footage available); boxes exact"}
+    bags.write_frames(path, [rgb for rgb, _ in items], rate_hz=rate_hz, frame_id="camera", fmt="rgb8",
+                      box_labels=[objects for _, objects in items], info=info, overwrite=True)
     return info
 
 
@@ -209,16 +276,19 @@ def stop_server(server, grace_s: float = 5.0) -> None:
 
 
 def analyse(report, events: dict, rate_hz: float) -> dict:
-    """Per-frame rows (frame index, source, latency) and the summary numbers."""
+    """Per-frame rows (frame index, source, latency) and the summary numbers (detection results: also the boxes
+    per answering source)."""
     from robot_compress.ros.diagnostics import values_dict
 
     index_of = {(s, f): i for i, (_, s, f) in enumerate(report.published)}
-    rows = {}
+    rows, boxes = {}, {}
     for msg in report.messages(RESULT_TOPIC):
         rec = json.loads(msg.data)
         key = (rec["stamp"]["sec"] * 1_000_000_000 + rec["stamp"]["nanosec"], rec["frame_id"])
         if key in index_of and index_of[key] not in rows:
             rows[index_of[key]] = (rec["source"], float(rec["latency_ms"]))
+            if "detections" in rec:
+                boxes[index_of[key]] = len(rec["detections"])
     ordered = [(i, *rows[i]) for i in sorted(rows)]
     sources = [s for _, s, _ in ordered]
     switches = sum(1 for a, b in zip(sources, sources[1:], strict=False) if a != b)
@@ -236,6 +306,13 @@ def analyse(report, events: dict, rate_hz: float) -> dict:
                "unaccounted": report.frames_published - len(ordered) - int(last.get("dropped") or 0)
                - int(last.get("bad_frames") or 0),
                "events": events, "rate_hz": rate_hz}
+    if boxes:
+        per = {}
+        for i, src, _ in ordered:
+            d = per.setdefault(src, {"frames": 0, "boxes": 0})
+            d["frames"] += 1
+            d["boxes"] += boxes.get(i, 0)
+        summary["boxes_per_source"] = {src: dict(d, per_frame=d["boxes"] / d["frames"]) for src, d in per.items()}
     for s in ["all"] + sorted(set(sources)):
         lat = [v for _, src, v in ordered if s == "all" or src == s]
         if lat:
@@ -283,7 +360,15 @@ def format_summary(s: dict, score=None) -> str:
         lines.append(f"{'latency ' + key[11:] + ' p50/p95':<28}{v['p50']:.1f} / {v['p95']:.1f} ms (max {v['max']:.1f})")
     lines.append(f"{'switch-overs (sources)':<28}{s['source_switches']}  (policy transitions: "
                  f"{s.get('node_transitions')})")
-    if score is not None:
+    for src, v in s.get("boxes_per_source", {}).items():
+        lines.append(f"{'boxes from ' + src:<28}{v['boxes']} in {v['frames']} frames ({v['per_frame']:.2f} per frame)")
+    if score is not None and score.task == "detection":
+        lines.append(f"{'accuracy vs labels':<28}AP50 {score.overall['ap50']:.4f}, AP {score.overall['ap']:.4f} "
+                     f"over {score.frames_scored} frames")
+        for src, v in score.by_source.items():  # what the edge teacher buys, what the fallback costs
+            lines.append(f"{'  frames from ' + src:<28}AP50 {v['ap50']:.4f}, AP {v['ap']:.4f} over "
+                         f"{v['frames']} frames")
+    elif score is not None:
         lines.append(f"{'accuracy vs labels':<28}pixel acc {score.overall['pixel_acc']:.4f}, mIoU "
                      f"{score.overall['miou']:.4f} over {score.frames_scored} frames")
         for src, v in score.by_source.items():  # what the edge teacher buys, what the fallback costs
@@ -301,10 +386,10 @@ def format_summary(s: dict, score=None) -> str:
 def run_demo(args) -> int:
     t_start = time.monotonic()
     out = _fresh_output_dir(Path(args.out))
-    student, teacher, note = locate_models(out / "work")
-    say(f"models: {note}")
+    student, teacher, note = locate_models(out / "work", args.task)
+    say(f"task: {args.task}; models: {note}")
     bag = out / "work" / "demo_input_bag"
-    info = build_demo_bag(bag, args.source, args.frames, args.rate_hz, allow_apt=not args.no_apt)
+    info = build_demo_bag(bag, args.source, args.frames, args.rate_hz, allow_apt=not args.no_apt, task=args.task)
     say(f"footage: {info['kind']} from {info['source']} -> {args.frames} frames at {args.rate_hz:g} Hz "
         f"({info['note']})")
     use_edge = _edge_wanted(args)
@@ -325,7 +410,8 @@ def run_demo(args) -> int:
         say(f"perception_node exited with code {stop_process_group(node)}")
     say("all demo processes stopped")
     summary = _report(out, report, events, info, args.rate_hz, use_edge)
-    summary.update(models=note, footage=info, edge=use_edge, wall_s=round(time.monotonic() - t_start, 1))
+    summary.update(task=args.task, models=note, footage=info, edge=use_edge,
+                   wall_s=round(time.monotonic() - t_start, 1))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     say(f"wrote {out / 'output_bag'} (replay output bag), {out / 'summary.json'}"
         + (f", {out / 'timeline.png'}" if (out / "timeline.png").is_file() else "") + f" in {summary['wall_s']} s")
@@ -423,8 +509,9 @@ def _report(out: Path, report, events: dict, info: dict, rate_hz: float, use_edg
         from robot_compress.tools.score import score as score_bag
 
         score = score_bag(out / "output_bag", mask_topic=MASK_TOPIC)
-        summary["accuracy"] = {"pixel_acc": score.overall["pixel_acc"], "miou": score.overall["miou"],
-                               "frames_scored": score.frames_scored, "by_source": score.by_source}
+        keys = ("ap", "ap50") if score.task == "detection" else ("pixel_acc", "miou")
+        summary["accuracy"] = {**{k: score.overall[k] for k in keys}, "frames_scored": score.frames_scored,
+                               "by_source": score.by_source}
     title = f"{info['kind']} footage, {'edge + local failover' if use_edge else 'local only (no edge)'}"
     plot_timeline(result["rows"], events, out / "timeline.png", title)
     print(format_summary(summary, score))
@@ -437,7 +524,11 @@ def main(argv=None) -> int:
     # one core, so the demo plays the camera at 5 Hz and gives the edge 300 ms before the local model steps in.
     p.add_argument("--frames", type=int, default=150, help="frames in the demo bag (default 150 = 30 s at 5 Hz)")
     p.add_argument("--rate-hz", type=float, default=5.0, help="camera rate of the demo bag")
-    p.add_argument("--source", choices=("auto", "camvid", "vtest", "synthetic"), default="auto")
+    p.add_argument("--task", choices=TASKS, default="segmentation",
+                   help="segmentation (CamVid models) or detection (Penn-Fudan pedestrian detectors)")
+    p.add_argument("--source", choices=("auto", "camvid", "pennfudan", "vtest", "synthetic"), default="auto",
+                   help="footage: auto = the labelled set of the task (CamVid val / Penn-Fudan val) from ../shared, "
+                   "else vtest.avi, else a generated scene")
     p.add_argument("--out", default=str(PACKAGE_ROOT / "demo_output"))
     p.add_argument("--no-edge", action="store_true", help="local only: no edge server, no link drop")
     p.add_argument("--no-apt", action="store_true", help="never try apt-get for opencv-doc")
