@@ -8,6 +8,12 @@ Every failure is an `EdgeError` whose `kind` is a failover outcome (timeout, con
 server_error), so the offload processor can report it to the policy without guessing. A response that does
 not fit the contract (shape, dtype, class count, mask values, byte counts) raises `EdgeResponseError`; it
 never becomes a result.
+
+Detection (docs/DETECTION.md): the edge answers its K final detections as num_detections INT32 [1] = K and
+boxes FP32 [M, 4], scores FP32 [M], class_ids INT32 [M] whose first K rows count (M fixed per served model;
+PyTriton cannot send zero-size tensors), boxes in pixels of the image it was sent, which is the frame resized to
+the served model's input size. The client checks them (finite boxes inside that image, class ids in range,
+scores in [0, 1], K at most the local model's max_detections and M) and scales the boxes to the frame.
 """
 from __future__ import annotations
 
@@ -22,13 +28,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from robot_compress.runtime import failover
+from robot_compress.runtime import detection, failover
 from robot_compress.runtime.edge_protocol import INPUT_NAME, PAYLOADS, served_name
 from robot_compress.runtime.engine import result_from_logits, result_from_mask
 from robot_compress.runtime.metadata import ModelMetadata
 from robot_compress.runtime.results import InferenceResult
 
 _HEADER_LEN = "Inference-Header-Content-Length"
+# a served output kind that travels as several tensors
+_OUTPUTS = {"detections": ("num_detections", "boxes", "scores", "class_ids")}
 
 
 class EdgeError(RuntimeError):
@@ -59,7 +67,7 @@ class ServedModel:
 
     name: str
     input_hw: tuple[int, int]
-    output: str  # "mask" or "logits"
+    output: str  # "mask", "logits" or "detections"
 
 
 class EdgeClient:
@@ -128,6 +136,8 @@ class EdgeClient:
             outputs = {t["name"]: t for t in info["outputs"]}
         except (ValueError, KeyError, TypeError) as exc:
             raise EdgeResponseError(f"edge model metadata is not KServe v2 JSON: {exc}") from None
+        if self.meta.task == "detection":
+            return self._describe_detection(inputs, outputs, timeout_s)
         want_out = "mask" if self.meta.task == "segmentation" else "logits"
         if want_out not in outputs:
             raise EdgeResponseError(
@@ -150,6 +160,46 @@ class EdgeClient:
             hw = (int(oshape[0]), int(oshape[1])) if want_out == "mask" else tuple(self.meta.input_size)
         return ServedModel(self.served_name, hw, want_out)
 
+    def _describe_detection(self, inputs: dict, outputs: dict, timeout_s: float) -> ServedModel:
+        want = {"num_detections": ("INT32", 1), "boxes": ("FP32", 2), "scores": ("FP32", 1),
+                "class_ids": ("INT32", 1)}
+        missing = sorted(set(want) - set(outputs))
+        if missing:
+            raise EdgeResponseError(
+                f"edge model {self.served_name!r} has outputs {sorted(outputs)}, expected {sorted(want)} for task "
+                "'detection'")
+        for name, (dtype, rank) in want.items():
+            spec = outputs[name]
+            shape = list(spec.get("shape", []))
+            if spec.get("datatype", dtype) != dtype or len(shape) != rank:
+                raise EdgeResponseError(
+                    f"edge model {self.served_name!r} output {name!r} is {spec.get('datatype')} {shape}, expected "
+                    f"{dtype} of rank {rank}")
+        in_name = INPUT_NAME[self.payload]
+        if in_name not in inputs:
+            raise EdgeResponseError(f"edge model {self.served_name!r} has no input {in_name!r}: {sorted(inputs)}")
+        shape = list(inputs[in_name].get("shape", []))
+        if self.payload == "raw" and len(shape) == 3:
+            hw = (int(shape[0]), int(shape[1]))
+        elif self.payload == "float" and len(shape) == 4:
+            hw = (int(shape[2]), int(shape[3]))
+        else:  # jpeg carries no size: the raw twin's input tells the teacher's input size, else the local one's
+            hw = self._raw_twin_hw(timeout_s) or tuple(self.meta.input_size)
+        return ServedModel(self.served_name, hw, "detections")
+
+    def _raw_twin_hw(self, timeout_s: float) -> tuple[int, int] | None:
+        try:
+            status, _, body = self._request("GET", f"/v2/models/{served_name(self.model, 'raw')}", None, {},
+                                            timeout_s)
+            if status != 200:
+                return None
+            shape = {t["name"]: t for t in json.loads(body)["inputs"]}[INPUT_NAME["raw"]]["shape"]
+            return (int(shape[0]), int(shape[1])) if len(shape) == 3 else None
+        except EdgeError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
+
     # ---- inference --------------------------------------------------------------------------------
     def infer(self, rgb: np.ndarray, timeout_s: float) -> InferenceResult:
         """One frame -> one validated edge result, or an EdgeError. `timeout_s` is the remaining deadline."""
@@ -167,7 +217,13 @@ class EdgeClient:
             raise EdgeServerError(f"edge inference: HTTP {status}: {body[:200]!r}")
         out, model_id = self._decode(resp_headers, body, served)
         meta = self._meta_for(model_id)
-        if served.output == "mask":
+        if served.output == "detections":
+            boxes, scores, class_ids = out
+            frame_hw = tuple(rgb.shape[:2])
+            dets = detection.to_detections(detection.scale_boxes(boxes, served.input_hw, frame_hw), scores,
+                                           class_ids, meta.labels)
+            result = InferenceResult(meta.task, meta.model_id, "edge", detections=dets, image_size=frame_hw)
+        elif served.output == "mask":
             result = result_from_mask(meta, out, rgb.shape[:2], source="edge")
         else:
             result = result_from_logits(meta, out[None, :], rgb.shape[:2], source="edge", k=self.top_k)
@@ -199,8 +255,8 @@ class EdgeClient:
         request = {
             "inputs": [{"name": name, "datatype": dtype, "shape": shape,
                         "parameters": {"binary_data_size": len(blob)}}],
-            "outputs": [{"name": served.output, "parameters": {"binary_data": True}},
-                        {"name": "model_id", "parameters": {"binary_data": True}}],
+            "outputs": [{"name": out, "parameters": {"binary_data": True}}
+                        for out in (*_OUTPUTS.get(served.output, (served.output,)), "model_id")],
         }
         return json.dumps(request, separators=(",", ":")).encode(), blob
 
@@ -223,10 +279,13 @@ class EdgeClient:
             if offset != len(body):
                 raise ValueError(
                     f"binary sizes add up to {offset - json_len} bytes, body carries {len(body) - json_len}")
-            if served.output not in arrays:
+            if served.output == "detections":
+                value = self._check_detections(arrays, served)
+            elif served.output not in arrays:
                 raise ValueError(f"no {served.output!r} output in {sorted(arrays)}")
-            spec, raw = arrays[served.output]
-            value = self._check_tensor(spec, raw, served)
+            else:
+                spec, raw = arrays[served.output]
+                value = self._check_tensor(spec, raw, served)
             model_id = self.model
             if "model_id" in arrays:
                 mid = arrays["model_id"][1]
@@ -257,6 +316,59 @@ class EdgeClient:
         if served.output == "logits" and not np.isfinite(arr).all():
             raise EdgeResponseError("edge logits contain NaN or inf")
         return arr
+
+    def _check_detections(self, arrays: dict, served: ServedModel):
+        """The first num_detections rows of boxes [M, 4] FP32, scores [M] FP32, class_ids [M] INT32, valid per
+        the contract, highest score first."""
+        want = {"num_detections": ("INT32", "<i4", 1), "boxes": ("FP32", "<f4", 4), "scores": ("FP32", "<f4", None),
+                "class_ids": ("INT32", "<i4", None)}
+        missing = [name for name in want if name not in arrays]
+        if missing:
+            raise EdgeResponseError(f"edge detection answer lacks {missing}; it has {sorted(arrays)}")
+        got = {}
+        for name, (dtype, np_dtype, width) in want.items():
+            spec, raw = arrays[name]
+            shape = [int(v) for v in spec.get("shape", [])]
+            if name == "num_detections":
+                ok_shape = shape == [1]
+            else:
+                ok_shape = len(shape) == (2 if width else 1) and (width is None or shape[1] == width)
+            if spec.get("datatype") != dtype or not ok_shape:
+                expect = {"num_detections": "[1]", "boxes": "[M, 4]"}.get(name, "[M]")
+                raise EdgeResponseError(f"edge {name} is {spec.get('datatype')} {shape}, expected {dtype} {expect}")
+            arr = np.frombuffer(raw, np_dtype)
+            if arr.size != int(np.prod(shape)):
+                raise EdgeResponseError(f"edge {name} carries {arr.size} values for shape {shape}")
+            got[name] = arr.reshape(shape)
+        rows = {got[n].shape[0] for n in ("boxes", "scores", "class_ids")}
+        if len(rows) != 1:
+            raise EdgeResponseError(f"edge detection tensors disagree on their rows: boxes {got['boxes'].shape[0]}, "
+                                    f"scores {got['scores'].shape[0]}, class ids {got['class_ids'].shape[0]}")
+        k, m = int(got["num_detections"][0]), rows.pop()
+        limit = self.meta.detection.max_detections
+        if not 0 <= k <= min(m, limit):
+            raise EdgeResponseError(f"edge sent num_detections {k}, allowed 0..{min(m, limit)} (at most "
+                                    f"{limit} per the model, {m} rows sent)")
+        boxes, scores, class_ids = got["boxes"][:k], got["scores"][:k], got["class_ids"][:k]
+        if k == 0:
+            return boxes, scores, class_ids
+        h, w = served.input_hw
+        tol = 1e-3
+        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+            raise EdgeResponseError("edge detections contain NaN or inf")
+        if (boxes[:, 0::2].min() < -tol or boxes[:, 0::2].max() > w + tol or boxes[:, 1::2].min() < -tol
+                or boxes[:, 1::2].max() > h + tol):
+            raise EdgeResponseError(f"edge boxes leave the {h}x{w} image they were computed on")
+        if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+            raise EdgeResponseError("edge boxes are not x1, y1, x2, y2 with x2 >= x1 and y2 >= y1")
+        if scores.min() < 0.0 or scores.max() > 1.0:
+            raise EdgeResponseError(f"edge scores outside [0, 1]: {scores.min():.4g}..{scores.max():.4g}")
+        c = self.meta.num_classes
+        if class_ids.min() < 0 or class_ids.max() >= c:
+            raise EdgeResponseError(f"edge class id {int(class_ids.max() if class_ids.max() >= c else class_ids.min())}"
+                                    f" outside 0..{c - 1}")
+        order = np.argsort(-scores, kind="stable")  # highest first, as the contract's results are
+        return boxes[order], scores[order], class_ids[order]
 
     def _meta_for(self, model_id: str) -> ModelMetadata:
         with self._lock:

@@ -92,10 +92,10 @@ class Engine:
                 f"found {len(outputs)}: {[o.name for o in outputs]}")
         if [o.name for o in outputs] == ["scores", "boxes"]:  # named: order by name, else the contract's order
             outputs = outputs[::-1]
-        self._output_names = [o.name for o in outputs]
+        self.output_names = [o.name for o in outputs]  # (boxes, scores), for callers that run the session
         c = self.meta.num_classes
         declared = [o.shape for o in outputs]
-        first = self.session.run(self._output_names, {self._input_name: self._input})
+        first = self.session.run(self.output_names, {self._input_name: self._input})
         for shape, want, what in ((declared[0], 4, "boxes"), (declared[1], c, "scores")):
             self._check_detection_shape(shape, want, what)
         for got, want, what in ((first[0].shape, 4, "boxes"), (first[1].shape, c, "scores")):
@@ -112,7 +112,7 @@ class Engine:
             self._binding = self.session.io_binding()
             self._binding.bind_input(self._input_name, "cpu", 0, np.float32, self._input.shape,
                                      self._input.ctypes.data)
-            for name, buf in zip(self._output_names, self._outputs, strict=True):
+            for name, buf in zip(self.output_names, self._outputs, strict=True):
                 self._binding.bind_output(name, "cpu", 0, np.float32, buf.shape, buf.ctypes.data)
 
     def _check_detection_shape(self, shape, last: int, what: str) -> None:
@@ -172,7 +172,7 @@ class Engine:
         """
         if self.meta.task == "detection":
             if not self._static:
-                boxes, scores = self.session.run(self._output_names, {self._input_name: self._input})
+                boxes, scores = self.session.run(self.output_names, {self._input_name: self._input})
                 return boxes, scores
             self.session.run_with_iobinding(self._binding)
             return self._outputs

@@ -10,6 +10,11 @@ Served names per model (model id from the ONNX metadata; the node sends jpeg by 
   {id}__jpeg    input  jpeg   BYTES [1]            JPEG-encoded RGB frame at the model's input size
   {id}__float   input  tensor FP32  [1, 3, h, w]   preprocessed (normalised) tensor
   outputs       mask   UINT8 [h, w] (segmentation) or logits FP32 [C] (classification); model_id BYTES [1]
+                detection: num_detections INT32 [1] = K, boxes FP32 [M, 4], scores FP32 [M], class_ids INT32 [M]
+                with M = the model's max_detections: the first K rows are the final detections after NMS,
+                highest score first, boxes xyxy in pixels of the image received (the client sends the frame
+                resized to the model's input size and scales them back); the rest is zero padding (PyTriton
+                cannot send a zero-size tensor, so "no detections" needs a fixed shape and a count)
 """
 from __future__ import annotations
 
@@ -98,16 +103,27 @@ def _decode_jpeg(data: bytes):
 def _make_infer(model_path: Path, payload: str, threads: int):
     import numpy as np
 
-    from robot_compress.runtime import postprocess
+    from robot_compress.runtime import detection, postprocess
     from robot_compress.runtime.engine import Engine
 
     engine = Engine(model_path, threads=threads)  # one engine per bound model: its buffers are not shared
     in_name = engine.session.get_inputs()[0].name
     model_id = np.array([engine.model_id.encode()], dtype=object)
+    max_dets = engine.meta.detection.max_detections if engine.task == "detection" else 0
 
-    def outputs(logits):
+    def outputs(logits, image_hw):
         if engine.task == "segmentation":
             return {"mask": postprocess.argmax_mask(logits), "model_id": model_id}
+        if engine.task == "detection":  # final detections in the received image's pixels, zero-padded to M
+            boxes, scores, class_ids = detection.select(logits[0], logits[1], engine.meta)
+            k = len(scores)
+            out = {"num_detections": np.array([k], np.int32), "boxes": np.zeros((max_dets, 4), np.float32),
+                   "scores": np.zeros(max_dets, np.float32), "class_ids": np.zeros(max_dets, np.int32),
+                   "model_id": model_id}
+            out["boxes"][:k] = detection.scale_boxes(boxes, engine.meta.input_size, image_hw)
+            out["scores"][:k] = scores
+            out["class_ids"][:k] = class_ids
+            return out
         return {"logits": np.ascontiguousarray(logits[0], np.float32), "model_id": model_id}
 
     def infer(requests):
@@ -115,12 +131,16 @@ def _make_infer(model_path: Path, payload: str, threads: int):
         for req in requests:
             data = req[INPUT_NAME[payload]]
             if payload == "raw":
-                logits = engine.logits(data)
+                image_hw, logits = data.shape[:2], engine.logits(data)
             elif payload == "jpeg":
-                logits = engine.logits(_decode_jpeg(bytes(data[0])))
+                image = _decode_jpeg(bytes(data[0]))
+                image_hw, logits = image.shape[:2], engine.logits(image)
             else:
-                logits = engine.session.run(None, {in_name: data.astype(np.float32, copy=False)})[0]
-            results.append(outputs(logits))
+                image_hw = engine.meta.input_size
+                names = engine.output_names if engine.task == "detection" else None
+                logits = engine.session.run(names, {in_name: data.astype(np.float32, copy=False)})
+                logits = logits if engine.task == "detection" else logits[0]
+            results.append(outputs(logits, image_hw))
         return results
 
     return engine, infer
@@ -135,12 +155,18 @@ def bind_model(triton, model_path: Path, payload: str, threads: int) -> str:
     dtype, shape = {"raw": (np.uint8, (h, w, 3)), "jpeg": (bytes, (1,)), "float": (np.float32, (1, 3, h, w))}[payload]
     inputs = Tensor(name=INPUT_NAME[payload], dtype=dtype, shape=shape)
     if engine.task == "segmentation":
-        out = Tensor(name="mask", dtype=np.uint8, shape=(h, w))
+        outs = [Tensor(name="mask", dtype=np.uint8, shape=(h, w))]
+    elif engine.task == "detection":
+        m = engine.meta.detection.max_detections
+        outs = [Tensor(name="num_detections", dtype=np.int32, shape=(1,)),
+                Tensor(name="boxes", dtype=np.float32, shape=(m, 4)),
+                Tensor(name="scores", dtype=np.float32, shape=(m,)),
+                Tensor(name="class_ids", dtype=np.int32, shape=(m,))]
     else:
-        out = Tensor(name="logits", dtype=np.float32, shape=(engine.meta.num_classes,))
+        outs = [Tensor(name="logits", dtype=np.float32, shape=(engine.meta.num_classes,))]
     name = served_name(engine.model_id, payload)
     triton.bind(model_name=name, infer_func=infer, inputs=[inputs],
-                outputs=[out, Tensor(name="model_id", dtype=bytes, shape=(1,))],
+                outputs=[*outs, Tensor(name="model_id", dtype=bytes, shape=(1,))],
                 config=ModelConfig(batching=False), strict=True)
     return name
 
