@@ -42,6 +42,8 @@ def _inputs(recipe: dict, dataset_fingerprint: str, weights: dict) -> dict:
         spec = recipe.get(role)
         models[role] = None if spec is None else {"model": spec["model"], "cfg": spec.get("cfg") or {},
                                                   "weights": weights.get(role)}
+        if spec and spec.get("flip_average"):  # only when set: older runs keep their fingerprints
+            models[role]["flip_average"] = True
     dataset = {k: v for k, v in recipe["dataset"].items() if k != "root"}
     return {"dataset": dataset, "dataset_fingerprint": dataset_fingerprint, "seed": recipe.get("seed"),
             "precision": recipe.get("precision"), **models}

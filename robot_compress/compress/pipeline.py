@@ -199,6 +199,10 @@ def build_model(spec: rc.ModelSpec, info, role: str, trust: bool = False) -> Bui
     ckpt = load_weights(model, spec.checkpoint, trust=trust) if spec.checkpoint else {}
     if spec.init_from:
         init_from_checkpoint(model, spec.init_from, spec.init_prefix, trust=trust)
+    if spec.flip_average:
+        from robot_compress.compress.tta import FlipAveraged
+
+        model = FlipAveraged(model)
     weights = weights_hash(model) if spec.checkpoint or spec.init_from else None
     check_model_fits(model, info, role, spec.model)
     return Built(model, spec.model, dict(spec.cfg), ckpt, weights)

@@ -50,6 +50,8 @@ class ModelSpec(_Strict):
     init_from: str | None = Field(None, description="another model's checkpoint to copy matching tensors from "
                                   "(those under init_prefix, same name and shape), e.g. a trained backbone")
     init_prefix: str = Field("", description="with init_from: copy only tensors whose names start with this")
+    flip_average: bool = Field(False, description="average the log-probabilities over the frame and its mirror "
+                               "image (test-time flip: an edge teacher's extra accuracy for twice the compute)")
 
     @model_validator(mode="after")
     def _one_start(self):
