@@ -79,6 +79,7 @@ class Group:
     student_arch: str
     teacher_onnx: list[str] = field(default_factory=list)  # globs under the repo; used if the input size fits
     teacher_ckpt: list[str] = field(default_factory=list)
+    teacher_passes: int = 1  # forward passes of teacher_arch per frame in the shipped teacher (test-time flip: 2)
     student_ckpt: list[str] = field(default_factory=list)
     deployed_onnx: list[str] = field(default_factory=list)  # shipped students, shown as extra rows
     finetuned_onnx: list[str] = field(default_factory=list)  # outputs of the structured + KD recipes, if run
@@ -103,10 +104,10 @@ def default_groups() -> list[Group]:
     # CamVid: the edge teacher and the robot's student, both at the camera's 360x480, scored on CamVid's own val
     # split at frame size (config/recipes/camvid_*.yaml).
     seg = Group("camvid 360x480", task="segmentation", labels=CAMVID_LABELS, input_size=(360, 480),
-                frame_hw=(360, 480), teacher_arch="deeplabv3_mobilenet_v3_large",
-                student_arch="lraspp_mobilenet_v3_large",
+                frame_hw=(360, 480), teacher_arch="lraspp_mobilenet_v3_large",
+                student_arch="lraspp_mobilenet_v3_large", teacher_passes=2,  # the edge teacher averages flips
                 teacher_onnx=["models/camvid_teacher_fp16.onnx", "runs/camvid_teacher/camvid_teacher.onnx"],
-                teacher_ckpt=["runs/camvid_teacher/student.pt"],
+                teacher_ckpt=["runs/camvid_student_labels/student.pt"],
                 student_ckpt=["runs/camvid_student_labels/student.pt"],
                 deployed_onnx=["models/camvid_lraspp_student.onnx",
                                "runs/camvid_lraspp_student/camvid_lraspp_student.onnx"],
@@ -239,6 +240,10 @@ def _torch_model(group: Group, role: str):
         weights = f"trained ({ckpt.relative_to(REPO)})"
         if is_pruned(model):
             make_permanent(model)
+    if role == "teacher" and group.teacher_passes == 2:
+        from robot_compress.compress.tta import FlipAveraged
+
+        model = FlipAveraged(model)
     return model.eval(), weights
 
 
@@ -291,7 +296,7 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
         from robot_compress.compress.models import get_model
 
         arch_macs = _count(get_model(group.teacher_arch, len(group.labels), **group.arch_cfg.get("teacher", {})),
-                           example)[0]  # MACs follow from the architecture, whatever the weights
+                           example)[0] * group.teacher_passes  # MACs follow from the architecture
         out.append(Variant(group.name, "teacher", str(shipped), f"trained ({shipped.relative_to(REPO)})",
                            _card_accuracy(shipped), params=_card_params(shipped), macs=arch_macs))
     else:
