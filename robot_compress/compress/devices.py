@@ -41,4 +41,11 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0):
         return distributed.ShardedLoader(dataset, batch_size, shuffle, gen, distributed.rank(),
                                          distributed.world_size())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
-                      drop_last=False)
+                      drop_last=False, collate_fn=_collate_fn(dataset))
+
+
+def _collate_fn(dataset):
+    """A dataset's own `collate_fn` (detection: images stacked, box targets kept per image), else the default."""
+    while hasattr(dataset, "indices") and hasattr(dataset, "dataset"):  # Subset
+        dataset = dataset.dataset
+    return getattr(dataset, "collate_fn", None)

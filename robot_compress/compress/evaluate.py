@@ -56,6 +56,12 @@ def evaluate_loader(model, loader, info, device, log: Callable[[str], None] | No
 
     from robot_compress.compress.progress import track
 
+    if info.task == "detection":  # COCO AP through the runtime's postprocess (compress/detection/evaluate.py)
+        from robot_compress.compress.detection.evaluate import evaluate_detector
+
+        if reduce:
+            raise EvaluationError("detection is evaluated in one process (no torchrun)")
+        return evaluate_detector(model, loader, info, device, log=log)
     model.eval()
     meter = _meter(info.task, len(info.labels), info.ignore_index)
     with torch.no_grad():

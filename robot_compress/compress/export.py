@@ -209,7 +209,8 @@ def _card_markdown(card: dict) -> str:
     lines = [
         f"# Model card: {card['model_id']}",
         "",
-        f"- file: `{card['file']}` (ONNX, input `input` {card['input']['shape']}, output `logits`)",
+        f"- file: `{card['file']}` (ONNX, input `input` {card['input']['shape']}, output "
+        f"{', '.join(f'`{n}`' for n in card['output'].get('names', ['logits']))})",
         f"- task: {card['task']}, {len(card['labels'])} classes: {', '.join(card['labels'])}",
         f"- preprocessing: {card['input']['color_order']}, pixel/255, mean {card['input']['mean']}, "
         f"std {card['input']['std']}, no resize beyond the input size",

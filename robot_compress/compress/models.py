@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
 
 
 class UnknownModelError(ValueError):
@@ -409,3 +409,14 @@ def _register_segmentation(name: str):
 for _name in ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large",
               "lraspp_mobilenet_v3_large"):
     _register_segmentation(_name)
+
+
+def _register_detectors() -> None:
+    """The detectors (compress/detection/models.py, task detection: SSDlite, RetinaNet, FCOS and a tiny one)."""
+    from robot_compress.compress.detection.models import DETECTORS
+
+    for _det_name, _det_builder in DETECTORS.items():
+        register_model(_det_name, "detection")(_det_builder)
+
+
+_register_detectors()

@@ -122,6 +122,14 @@ def load_data(spec: rc.DataSpec) -> Data:
 
     if spec.root is not None and not Path(spec.root).expanduser().exists():
         raise PipelineError(f"dataset root not found: {spec.root}")
+    from robot_compress.compress.detection.data import DETECTION_KINDS
+
+    if spec.kind in DETECTION_KINDS:  # boxes: compress/detection/data.py (validation carved by image)
+        from robot_compress.compress.detection.data import load_detection_splits
+        from robot_compress.compress.detection.stages import check_data
+
+        check_data(spec)
+        return Data(*load_detection_splits(spec), spec)
     options = dict(spec.options)
     augment = _augmentation(spec, options)
     train, val, info = _load_splits(spec, options)
@@ -164,6 +172,7 @@ class Built:
     cfg: dict
     checkpoint: dict = field(default_factory=dict)
     weights: str | None = None  # hash of the weights loaded from spec.checkpoint (None: built from the seed)
+    init_note: str | None = None  # what init_from copied, when the builder reports it (detection)
 
 
 def build_model(spec: rc.ModelSpec, info, role: str, trust: bool = False) -> Built:
@@ -173,6 +182,12 @@ def build_model(spec: rc.ModelSpec, info, role: str, trust: bool = False) -> Bui
     from robot_compress.compress.models import get_model, init_from_checkpoint, load_user_model, model_task
     from robot_compress.compress.train import load_weights, read_checkpoint
 
+    if info.task == "detection":  # compress/detection/build.py (backbone init by key map, teacher input size)
+        from robot_compress.compress.detection.build import build_detector, describe_init
+
+        model, ckpt, report = build_detector(spec, info, role, trust)
+        weights = weights_hash(model) if spec.checkpoint or spec.init_from else None
+        return Built(model, spec.model, dict(spec.cfg), ckpt, weights, report and describe_init(role, report))
     num_classes = len(info.labels)
     h, w = info.input_size
     if spec.checkpoint:
@@ -266,8 +281,16 @@ def prepare(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None] =
 
     seed_everything(recipe.seed)
     data = data if data is not None else load_data(recipe.dataset)
+    if data.info.task == "detection":  # refuse unsupported stages before anything trains
+        from robot_compress.compress.detection.stages import detection_stage
+
+        for stage in recipe.stages:
+            detection_stage(stage)
     teacher = build_model(recipe.teacher, data.info, "teacher", trust_checkpoints) if recipe.teacher else None
     student = build_model(recipe.student, data.info, "student", trust_checkpoints)
+    for built in (teacher, student):
+        if built is not None and built.init_note:
+            log(built.init_note)
     dump = rc.dump_recipe(recipe)
     weights = {"teacher": teacher.weights if teacher else None, "student": student.weights}
     fingerprints = fp.stage_fingerprints(dump, data.info.fingerprint, weights)
@@ -380,7 +403,7 @@ def run_recipe(recipe: rc.Recipe, out_dir: str | Path, log: Callable[[str], None
                 return None
             t0 = time.perf_counter()
             state.log(f"[{recipe.name}] stage {index + 1}/{len(recipe.stages)}: {stage.stage}")
-            entry = STAGES[stage.stage](state, stage, index)
+            entry = stage_function(state, stage)(state, stage, index)
             seconds = time.perf_counter() - t0
             state.run.record_time(f"{index:02d}_{stage.stage}", seconds)
             state.results.setdefault("stages", []).append({"stage": stage.stage, "seconds": round(seconds, 3),
@@ -702,6 +725,18 @@ def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
 STAGES = {"train": stage_train, "distill": stage_distill, "prune": stage_prune, "finetune": stage_finetune,
           "structured": stage_structured, "export": stage_export, "quantize": stage_quantize,
           "evaluate": stage_evaluate}
+
+
+def stage_function(state: State, stage) -> Callable:
+    """The function running `stage`: detection replaces some stages and refuses others
+    (compress/detection/stages.py), every other task runs STAGES."""
+    if state.data.info.task == "detection":
+        from robot_compress.compress.detection.stages import detection_stage
+
+        replaced = detection_stage(stage)
+        if replaced is not None:
+            return replaced
+    return STAGES[stage.stage]
 
 
 # ---------------------------------------------------------------------------------------------- summary

@@ -79,6 +79,10 @@ def _weight_tensor(class_weights) -> torch.Tensor | None:
 
 def task_loss(info, class_weights=None) -> Callable:
     """Cross-entropy for the dataset's task (void pixels ignored for segmentation), optionally class-weighted."""
+    if info.task == "detection":  # the detector's own losses (compress/detection/train.py)
+        from robot_compress.compress.detection.train import detection_loss
+
+        return detection_loss()
     weight = _weight_tensor(class_weights)
     if info.task == "segmentation" and info.ignore_index is not None:
         ce = nn.CrossEntropyLoss(weight=weight, ignore_index=int(info.ignore_index))
@@ -96,6 +100,10 @@ def distill_loss(info, temperature: float, alpha: float, class_weights=None) -> 
     """Hinton KD for classification, pixel-wise KD (void ignored, optionally class-weighted) for segmentation."""
     from robot_compress.compress.kd import kd_loss, pixel_kd_loss
 
+    if info.task == "detection":  # Chen et al. 2017 (compress/detection/kd.py)
+        from robot_compress.compress.detection.kd import detection_kd_loss
+
+        return detection_kd_loss(temperature, alpha)
     weight = _weight_tensor(class_weights)
 
     def loss(student_logits, targets, teacher_logits):
