@@ -141,3 +141,24 @@ def test_logits_size_is_refused_for_models_without_a_torchvision_head(tmp_path):
     with pytest.raises(ExportError, match="segmentation"):
         export_onnx(get_model("tiny_cnn", 2), tmp_path / "m.onnx", _info("classification", ["a", "b"], (16, 16)),
                     input_size=(8, 8))
+
+
+def test_flip_averaged_model_predicts_the_mean_of_the_frame_and_its_mirror(tmp_path):
+    """tta.FlipAveraged: same argmax and same softmax as averaging the two passes' log-probabilities, and the
+    ONNX export reproduces it."""
+    from torch.nn import functional as F
+
+    from robot_compress.compress.tta import FlipAveraged
+
+    torch.manual_seed(0)
+    inner = get_model("tiny_segnet", 3).eval()
+    model = FlipAveraged(inner).eval()
+    x = torch.randn(2, 3, 16, 24)
+    with torch.no_grad():
+        out = model(x)
+        logprobs = (F.log_softmax(inner(x), 1) + F.log_softmax(inner(x.flip(-1)), 1).flip(-1)) / 2
+    assert torch.allclose(F.softmax(out, 1), F.softmax(logprobs, 1), atol=1e-6)
+    assert torch.equal(out.argmax(1), logprobs.argmax(1))
+    assert not torch.allclose(out, inner(x).detach())  # the mirror pass does change the answer
+    res = export_onnx(model, tmp_path / "flip.onnx", _info("segmentation", ["a", "b", "c"], (16, 24)))
+    assert res.max_abs_diff < 1e-4
