@@ -343,8 +343,10 @@ def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> li
                 path = Path(hit)
                 name = f"{label} {path.stem}"
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                if _onnx_input_hw(path) != tuple(group.input_size) or any(v.name == name for v in out) \
-                        or digest in seen:
+                # A segmentation model takes the camera frame at any input size (Engine resizes it and the mask
+                # back, scored at frame size); a classifier's frames come at its input size.
+                other_size = group.task != "segmentation" and _onnx_input_hw(path) != tuple(group.input_size)
+                if other_size or any(v.name == name for v in out) or digest in seen:
                     continue  # another size, or the same model already found under models/
                 seen.add(digest)
                 out.append(Variant(group.name, name, str(path),
