@@ -250,7 +250,8 @@ CAMVID_STUDENT = "camvid_lraspp_student"
 # References: the DeepLabV3 teachers (from random weights: archived; from the LR-ASPP backbone) and the student
 # distilled from the first (archived when the teacher changed)
 CAMVID_RUNS = ("archive/camvid_teacher_scratch", "camvid_teacher_deeplabv3", "camvid_student_labels", CAMVID_TEACHER,
-               "camvid_lraspp_student_nokd", "archive/camvid_lraspp_student_scratch_teacher", CAMVID_STUDENT)
+               "camvid_lraspp_student_nokd", "archive/camvid_lraspp_student_scratch_teacher", CAMVID_STUDENT,
+               "camvid_lraspp_student_s70")
 # The file each role ships (docs/make_results.py ship): its Engine metrics are the deployed model's numbers
 CAMVID_SHIPPED_KIND = {CAMVID_TEACHER: "fp16_weights", CAMVID_STUDENT: "fp32"}
 CAMVID_BEGIN, CAMVID_END = "<!-- camvid:begin -->", "<!-- camvid:end -->"
