@@ -50,11 +50,29 @@ class StopSignals:
             signal.signal(sig, signal.SIG_IGN)
 
 
+def _quiet_half_built_executors() -> None:
+    """rclpy's Executor.__del__ reads `_sigint_gc`, which __init__ sets last: an executor whose __init__ failed
+    because a stop had just shut the context down (rclpy.spin builds one) prints an AttributeError traceback while
+    being collected. Drop exactly that report; every other unraisable error keeps the default hook."""
+    import sys
+
+    default = sys.unraisablehook
+
+    def hook(report) -> None:
+        if (isinstance(report.exc_value, AttributeError) and "_sigint_gc" in str(report.exc_value)
+                and getattr(report.object, "__qualname__", "") == "Executor.__del__"):
+            return
+        default(report)
+
+    sys.unraisablehook = hook
+
+
 def run(make_node: Callable[[], object], args=None, logger_name: str = "perception_node") -> int:
     """Start rclpy, build the node with `make_node()`, spin until stopped (or until the node's `finished`
     future completes: a lifecycle node after its shutdown transition), clean up. Exit code: 0, or 2 with one
     `cannot start: ...` line for a configuration or model problem."""
     stop = StopSignals().install()
+    _quiet_half_built_executors()
     try:
         return _run(make_node, args, logger_name, stop)
     except BaseException:
