@@ -147,18 +147,23 @@ class EdgeClient:
             raise EdgeResponseError(
                 f"edge model {self.served_name!r} returns {outputs['logits'].get('shape')} logits, local model has "
                 f"{self.meta.num_classes} classes")
+        def jpeg_hw():  # the size follows the raw twin's convention, the teacher's input size from its mask output
+            oshape = list(outputs[want_out].get("shape", []))
+            return (int(oshape[0]), int(oshape[1])) if want_out == "mask" else tuple(self.meta.input_size)
+
+        return ServedModel(self.served_name, self._served_input_hw(inputs, jpeg_hw), want_out)
+
+    def _served_input_hw(self, inputs: dict, jpeg_hw) -> tuple[int, int]:
+        """The served model's input size from its payload input's shape; a jpeg input carries none: `jpeg_hw()`."""
         in_name = INPUT_NAME[self.payload]
         if in_name not in inputs:
             raise EdgeResponseError(f"edge model {self.served_name!r} has no input {in_name!r}: {sorted(inputs)}")
         shape = list(inputs[in_name].get("shape", []))
         if self.payload == "raw" and len(shape) == 3:
-            hw = (int(shape[0]), int(shape[1]))
-        elif self.payload == "float" and len(shape) == 4:
-            hw = (int(shape[2]), int(shape[3]))
-        else:  # jpeg: the size follows the raw twin's convention, the teacher's input size from its mask output
-            oshape = list(outputs[want_out].get("shape", []))
-            hw = (int(oshape[0]), int(oshape[1])) if want_out == "mask" else tuple(self.meta.input_size)
-        return ServedModel(self.served_name, hw, want_out)
+            return (int(shape[0]), int(shape[1]))
+        if self.payload == "float" and len(shape) == 4:
+            return (int(shape[2]), int(shape[3]))
+        return jpeg_hw()
 
     def _describe_detection(self, inputs: dict, outputs: dict, timeout_s: float) -> ServedModel:
         want = {"num_detections": ("INT32", 1), "boxes": ("FP32", 2), "scores": ("FP32", 1),
@@ -175,16 +180,8 @@ class EdgeClient:
                 raise EdgeResponseError(
                     f"edge model {self.served_name!r} output {name!r} is {spec.get('datatype')} {shape}, expected "
                     f"{dtype} of rank {rank}")
-        in_name = INPUT_NAME[self.payload]
-        if in_name not in inputs:
-            raise EdgeResponseError(f"edge model {self.served_name!r} has no input {in_name!r}: {sorted(inputs)}")
-        shape = list(inputs[in_name].get("shape", []))
-        if self.payload == "raw" and len(shape) == 3:
-            hw = (int(shape[0]), int(shape[1]))
-        elif self.payload == "float" and len(shape) == 4:
-            hw = (int(shape[2]), int(shape[3]))
-        else:  # jpeg carries no size: the raw twin's input tells the teacher's input size, else the local one's
-            hw = self._raw_twin_hw(timeout_s) or tuple(self.meta.input_size)
+        # jpeg carries no size: the raw twin's input tells the teacher's input size, else the local one's
+        hw = self._served_input_hw(inputs, lambda: self._raw_twin_hw(timeout_s) or tuple(self.meta.input_size))
         return ServedModel(self.served_name, hw, "detections")
 
     def _raw_twin_hw(self, timeout_s: float) -> tuple[int, int] | None:
