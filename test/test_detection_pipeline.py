@@ -41,6 +41,14 @@ def test_metrics_record_ap_for_teacher_student_and_onnx(run_dir):
     assert card["metrics"]["ap50"] == onnx["metrics"]["ap50"]
 
 
+def test_metrics_name_the_by_image_split_it_was_scored_on(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    validation = m["dataset"]["validation"]
+    # detection validation is every k-th image (no seed, no val_split), scored in frame pixels
+    assert validation["split"].startswith("every ") and "seed" not in validation["split"]
+    assert validation["score_at"] == "frame" and validation["val_split"] is None
+
+
 def test_training_lowers_the_detection_loss(run_dir):
     ckpt = torch.load(run_dir / "checkpoints" / "00_train_teacher.pt", weights_only=True)
     losses = [h["train_loss"] for h in ckpt["history"]]

@@ -755,6 +755,10 @@ def _jsonable(obj):
 def _validation_protocol(data: Data) -> dict:
     """Which data the reported numbers come from, and at what resolution they were scored."""
     spec = data.spec
+    if data.info.task == "detection":  # carved by image, no seed (detection/data.carve_every)
+        k = max(2, round(1.0 / spec.val_fraction))
+        split = f"every {k}th image of the dataset's sorted list, from the first (val_fraction {spec.val_fraction:g})"
+        return {"split": split, "val_split": None, "score_at": "frame"}
     if spec.val_split is not None:
         split = f"the dataset's own '{spec.val_split}' split"
     else:
