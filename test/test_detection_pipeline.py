@@ -21,7 +21,8 @@ RECIPE = Path(__file__).resolve().parents[1] / "config" / "examples" / "tiny_syn
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("detpipe") / "run"
-    assert main(["run", str(RECIPE), "--out", str(out), "--set", "stages.5.latency_runs=2"]) == 0
+    assert main(["run", str(RECIPE), "--out", str(out), "--set", "stages.5.latency_runs=2",
+                 "--set", "stages.4.fp16_weights=true"]) == 0
     return out
 
 
@@ -41,6 +42,21 @@ def test_metrics_record_ap_for_teacher_student_and_onnx(run_dir):
     assert card["metrics"]["ap50"] == onnx["metrics"]["ap50"]
 
 
+def test_fp16_weight_export_is_checked_against_torch_and_scored_like_fp32(run_dir):
+    import onnx
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    fp32, fp16 = m["onnx"]
+    assert (fp32["kind"], fp16["kind"]) == ("fp32", "fp16_weights")
+    assert fp16["path"] == "tiny_detector_kd_cb50_fp16.onnx"
+    # float16 weights move boxes by a fraction of a pixel and scores by far less than a threshold step
+    assert fp16["max_abs_diff_detail"]["boxes"] < 0.5 and fp16["max_abs_diff_detail"]["scores"] < 1e-2
+    assert abs(fp16["metrics"]["ap50"] - fp32["metrics"]["ap50"]) <= 0.02
+    props = {p.key: p.value for p in onnx.load(str(run_dir / fp16["path"])).metadata_props}
+    assert props["weights_storage"] == "float16" and props["task"] == "detection"
+    assert (run_dir / "tiny_detector_kd_cb50_fp16.json").is_file()
+
+
 def test_metrics_name_the_by_image_split_it_was_scored_on(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     validation = m["dataset"]["validation"]
@@ -57,7 +73,8 @@ def test_training_lowers_the_detection_loss(run_dir):
 
 def test_rerun_resumes_without_training(run_dir):
     before = (run_dir / "checkpoints" / "01_distill_student.pt").stat().st_mtime_ns
-    assert main(["run", str(RECIPE), "--out", str(run_dir), "--set", "stages.5.latency_runs=2"]) == 0
+    assert main(["run", str(RECIPE), "--out", str(run_dir), "--set", "stages.5.latency_runs=2",
+                 "--set", "stages.4.fp16_weights=true"]) == 0
     assert (run_dir / "checkpoints" / "01_distill_student.pt").stat().st_mtime_ns == before
     assert "nothing to train" in (run_dir / "log.txt").read_text()
 

@@ -648,25 +648,32 @@ def stage_export(state: State, stage: rc.ExportStage, index: int) -> dict:
     return {"path": res.path.name, "max_abs_diff": res.max_abs_diff}
 
 
-def _export_fp16_weights(state: State, res, stage: rc.ExportStage) -> None:
-    """`<id>_fp16.onnx` beside the float32 export, with its own card; the evaluate stage scores both."""
+def _verify_fp16(state: State, stage: rc.ExportStage, dst) -> tuple[float, dict]:
+    """Max |torch - ONNX| of a classification/segmentation fp16 file (its logits), and no per-output detail."""
+    from robot_compress.compress.export import verify_onnx
+
+    model = state.student.model
+    if stage.logits_size:  # compare like for like with the graph's logits (export_onnx set this on its copy)
+        model.logits_size = tuple(stage.logits_size)
+    try:
+        return verify_onnx(model, dst, stage.input_size or state.data.info.input_size, seed=state.recipe.seed), {}
+    finally:
+        if stage.logits_size:
+            model.logits_size = None
+
+
+def _export_fp16_weights(state: State, res, stage: rc.ExportStage, verify=_verify_fp16) -> None:
+    """`<id>_fp16.onnx` beside the float32 export, with its own card; the evaluate stage scores both.
+    `verify(state, stage, dst)` -> (max |torch - ONNX|, per-output detail): the task's own comparison."""
     import json
 
-    from robot_compress.compress.export import verify_onnx
     from robot_compress.compress.fp16 import store_weights_fp16
     from robot_compress.compress.runinfo import write_json_atomic
 
     model_id = res.path.stem + "_fp16"
     dst = store_weights_fp16(res.path, res.path.with_name(model_id + ".onnx"), model_id=model_id)
-    model = state.student.model
-    if stage.logits_size:  # compare like for like with the graph's logits (export_onnx set this on its copy)
-        model.logits_size = tuple(stage.logits_size)
-    try:
-        diff = verify_onnx(model, dst, stage.input_size or state.data.info.input_size, seed=state.recipe.seed)
-    finally:
-        if stage.logits_size:
-            model.logits_size = None
-    model.to(state.device)
+    diff, detail = verify(state, stage, dst)
+    state.student.model.to(state.device)
     card = json.loads(res.card_json.read_text(encoding="utf-8"))
     card.update(model_id=model_id, file=dst.name, weights_storage="float16 (computed in float32)",
                 export_check={"max_abs_diff_vs_torch": diff}, metrics={})
@@ -674,8 +681,11 @@ def _export_fp16_weights(state: State, res, stage: rc.ExportStage) -> None:
     from robot_compress.compress.export import update_card_metrics
 
     update_card_metrics(dst, {})  # renders the markdown card from the JSON
-    state.exported.append({"kind": "fp16_weights", "path": dst.name, "max_abs_diff": diff, "params": res.params,
-                           "sparsity": float(res.metadata["sparsity"])})
+    entry = {"kind": "fp16_weights", "path": dst.name, "max_abs_diff": diff, "params": res.params,
+             "sparsity": float(res.metadata["sparsity"])}
+    if detail:
+        entry["max_abs_diff_detail"] = detail
+    state.exported.append(entry)
 
 
 def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:

@@ -67,8 +67,6 @@ def stage_structured(state, stage, index: int) -> dict:
 def stage_export(state, stage, index: int) -> dict:
     from robot_compress.compress.detection.export import export_detector
 
-    if stage.fp16_weights:
-        raise DetectionStageError("export: fp16_weights is not supported for detection yet; drop it")
     model_id = stage.model_id or state.recipe.name
     res = export_detector(state.student.model, state.out / f"{model_id}.onnx", state.data.info, model_id=model_id,
                           recipe=state.recipe.name, opset=stage.opset, atol=stage.atol, seed=state.recipe.seed)
@@ -77,7 +75,19 @@ def stage_export(state, stage, index: int) -> dict:
     state.exported.append({"kind": "fp32", "path": res.path.name, "max_abs_diff": diff,
                            "max_abs_diff_detail": res.max_abs_diff, "params": res.params,
                            "sparsity": float(res.metadata["sparsity"])})
+    if stage.fp16_weights:  # the edge teacher's file within the repository's budget, as for CamVid
+        from robot_compress.compress.pipeline import _export_fp16_weights
+
+        _export_fp16_weights(state, res, stage, verify=_verify_fp16)
     return {"path": res.path.name, "max_abs_diff": diff}
+
+
+def _verify_fp16(state, stage, dst) -> tuple[float, dict]:
+    """Boxes (px) and scores of the float16-weight file against the torch model."""
+    from robot_compress.compress.detection.export import verify_detector_onnx
+
+    detail = verify_detector_onnx(state.student.model, dst, state.data.info.input_size, seed=state.recipe.seed)
+    return max(detail.values()), detail
 
 
 def latency_frame(raw_val, hw=(480, 640)):
