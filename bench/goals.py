@@ -18,3 +18,7 @@ CAMVID_TEACHER_MIOU_GOAL = 0.55
 CAMVID_STUDENT_MIOU_GOAL = 0.50
 # Published CamVid test-split anchors (11 classes, 360x480), for context only: global accuracy / mIoU.
 CAMVID_ANCHORS = (("SegNet-Basic (from scratch)", 0.827, 0.472), ("ENet", None, 0.513), ("ESPNet", None, 0.556))
+# Penn-Fudan pedestrian detection (issue 14): AP50 on the 24 val images (every 5th by name), COCO-style through
+# pycocotools, on 640x480 camera frames; speed, fps and parameter goals as above (SPEEDUP_GOAL, FPS_GOAL).
+DETECTION_AP50_BUDGET_PTS = 3.0
+DETECTION_PARAM_SHARE_GOAL = 0.10
