@@ -122,3 +122,16 @@ def test_int8_model_has_a_model_card(quantized_run):
     assert card["metrics"]["top1"] == entry["metrics"]["top1"]  # the evaluate stage filled it in
     md = onnx_path.with_suffix(".md").read_text()
     assert md.startswith("# Model card: tiny_cnn_kd_cb50_int8") and "top1" in md
+
+
+def test_each_task_names_its_own_metric_in_pruning_tables():
+    from robot_compress.compress.report import pruning_series, table_pruning
+
+    runs = []
+    for task, primary in (("detection", "ap50"), ("segmentation", "pixel_accuracy")):
+        r = _run(f"{task}-cell", False, "random", 0.5, 0.6)
+        r.update(task=task, primary=primary)
+        r["student"]["metrics"] = {primary: 0.6}
+        runs.append(r)
+    text = "\n".join(table_pruning(pruning_series(runs)))
+    assert "(detection, KD off; AP50 %; s)" in text and "(segmentation, KD off; pixel accuracy %; s)" in text

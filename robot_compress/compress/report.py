@@ -78,6 +78,10 @@ def table_kd(runs: list[dict]) -> list[str]:
     return out + [""]
 
 
+# What each task's primary metric is called in the tables and plots (metrics.json "primary").
+METRIC_NAME = {"classification": "top-1", "segmentation": "pixel accuracy", "detection": "AP50"}
+
+
 def pruning_series(runs: list[dict]) -> dict:
     """{(task, student, kd, source): {criterion: [(amount, accuracy, effective_params), ...]}} sorted by amount.
 
@@ -136,7 +140,7 @@ def table_pruning(series: dict, no_retrain: dict | None = None) -> list[str]:
     out = []
     for key, crit in sorted(series.items()):
         task, student, kd, source = key
-        metric = "top-1 %" if task == "classification" else "pixel accuracy %"
+        metric = f"{METRIC_NAME[task]} %"
         names = sorted(crit)
         raw = (no_retrain or {}).get(key, {})
         raw_names = sorted(raw)
@@ -307,7 +311,7 @@ def plot_series(series: dict, out_dir: Path, raw: dict | None = None, references
     for (task, student, kd, source), crit in (raw or {}).items():
         raw_by_task[(task, student)][(kd, source)] = crit
     for (task, student), per_kd in sorted(by_task.items()):
-        label = "top-1 accuracy (%)" if task == "classification" else "pixel accuracy (%)"
+        label = f"{METRIC_NAME[task]} (%)"
         for kind, xlabel in (("pruned", "% of weights pruned"), ("effective", "effective parameters")):
             fig, ax = plt.subplots(figsize=(6, 4))
             draw_pruning_plot(ax, per_kd, kind, raw_by_task.get((task, student)),
