@@ -11,7 +11,12 @@ Engine when the weights are trained and ../shared holds the data; nothing is sco
 Timing: all variants of one group are loaded at once and timed in interleaved blocks, so machine-load
 drifts hit them alike; warm-up runs are excluded. `session` = onnxruntime on the bound input only;
 `frame` = Engine.infer on a frame at the robot's resolution (resize, normalise, run, argmax/top-k,
-mask back to frame size). Peak RSS: VmHWM of a fresh process that loads the model and runs it.
+mask back to frame size; for detection: score threshold, per-class NMS, boxes back to frame pixels).
+Peak RSS: VmHWM of a fresh process that loads the model and runs it.
+
+Detection (Penn-Fudan, issue 14): the teacher runs at its own input size (`Group.teacher_input_size`), the
+students at theirs; all take the same 640x480 camera frame through the Engine, and are scored as COCO AP50 on
+the validation images at their own size (`compress/detection/evaluate.py`).
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ from robot_compress.dataset_constants import (  # noqa: E402  (after the sys.pat
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
+from robot_compress.pennfudan import LABELS as PENNFUDAN_LABELS  # noqa: E402
+from robot_compress.pennfudan import VAL_EVERY as PENNFUDAN_VAL_EVERY  # noqa: E402
 
 
 @dataclass
@@ -48,11 +55,25 @@ class DataRef:
     val_fraction: float | None = None  # carve validation from train (CIFAR-10: it has no other split here)
     seed: int = 0
     val_split: str | None = None  # or the dataset's own split (CamVid: val), scored at the frames' native size
+    options: dict = field(default_factory=dict)  # loader options (synthetic data: n, num_classes, frame_size)
+
+    @property
+    def detection(self) -> bool:
+        from robot_compress.compress.detection.data import DETECTION_KINDS
+
+        return self.kind in DETECTION_KINDS
+
+    @property
+    def available(self) -> bool:
+        """Synthetic data is made on the fly; the rest must be in ../shared."""
+        return self.kind.startswith("synthetic") or (REPO / self.root).is_file()
 
     def train_and_val(self, raw_uint8: bool = False):
         """(train, val) exactly as the recipes split them; a native-size val split yields camera frames."""
         from robot_compress.compress.data import load_dataset, split_train_val
 
+        if self.detection:
+            return self._detection_train_and_val(raw_uint8)
         root = str(REPO / self.root)
         ds, _ = load_dataset(self.kind, root, input_size=self.input_size, train=True, raw_uint8=raw_uint8)
         if self.val_split is None:
@@ -61,7 +82,22 @@ class DataRef:
                               raw_uint8=raw_uint8, native=True)
         return ds, val
 
+    def _detection_train_and_val(self, raw_uint8: bool):
+        """As the detection recipes: every k-th image by sorted name validates (Penn-Fudan: pennfudan.py's val);
+        raw_uint8 gives the validation frames at their own size (training items stay model inputs, for
+        calibration)."""
+        from torch.utils.data import Subset
+
+        from robot_compress.compress.detection.data import carve_every, load_detection_dataset
+
+        root = None if self.kind.startswith("synthetic") else str(REPO / self.root)
+        ds = load_detection_dataset(self.kind, root, input_size=self.input_size, **self.options)
+        train_idx, val_idx = carve_every(len(ds), self.val_fraction)
+        return Subset(ds, train_idx), Subset(ds.variant(raw_uint8=raw_uint8), val_idx)
+
     def describe(self) -> str:
+        if self.detection:
+            return f"every {round(1 / self.val_fraction)}th image by name, scored at frame size"
         if self.val_split is None:
             return f"val split {self.val_fraction:.0%} of train, seed {self.seed}"
         return f"{self.kind}'s own {self.val_split} split, scored at frame size"
@@ -80,15 +116,20 @@ class Group:
     teacher_onnx: list[str] = field(default_factory=list)  # globs under the repo; used if the input size fits
     teacher_ckpt: list[str] = field(default_factory=list)
     teacher_passes: int = 1  # forward passes of teacher_arch per frame in the shipped teacher (test-time flip: 2)
+    teacher_input_size: tuple[int, int] | None = None  # the teacher's own input (h, w) when not input_size
     student_ckpt: list[str] = field(default_factory=list)
     deployed_onnx: list[str] = field(default_factory=list)  # shipped students, shown as extra rows
     finetuned_onnx: list[str] = field(default_factory=list)  # outputs of the structured + KD recipes, if run
     data: DataRef | None = None
     ignore_index: int | None = None
     structured_ratio: float = 0.5
+    structured_round_to: int | None = None  # channel multiple kept by structured pruning (as the recipe's)
     unstructured_amount: float = 0.9
     arch_cfg: dict = field(default_factory=dict)
     note: str = ""  # shown under the group's table
+
+    def input_for(self, role: str) -> tuple[int, int]:
+        return tuple(self.teacher_input_size or self.input_size) if role == "teacher" else tuple(self.input_size)
 
 
 def default_groups() -> list[Group]:
@@ -114,7 +155,29 @@ def default_groups() -> list[Group]:
                 finetuned_onnx=["runs/camvid_lraspp_student_nokd/*.onnx"],
                 data=DataRef("camvid", "../shared/data/camvid-trainval.zip", (360, 480), val_split="val"),
                 ignore_index=11)
-    return [cls, seg]
+    return [cls, seg, pennfudan_group()]
+
+
+def pennfudan_group() -> Group:
+    """Penn-Fudan pedestrians (issue 14, config/recipes/pennfudan_*.yaml): the FCOS edge teacher at the camera's
+    480x640 and the robot's SSDlite at 320x320, both answering 640x480 frames through the Engine (NMS included)."""
+    cfg = {"score_threshold": 0.3, "nms_iou": 0.5, "max_detections": 100}  # as the recipes: the ONNX metadata
+    return Group(
+        "pennfudan 480x640", task="detection", labels=PENNFUDAN_LABELS, input_size=(320, 320), frame_hw=(480, 640),
+        teacher_arch="fcos_mobilenet_v3_large_fpn", student_arch="ssdlite_mobilenet_v3_large",
+        teacher_input_size=(480, 640),
+        teacher_onnx=["models/pennfudan_teacher.onnx", "runs/pennfudan_teacher/pennfudan_teacher.onnx"],
+        teacher_ckpt=["runs/pennfudan_teacher/student.pt"],
+        student_ckpt=["runs/pennfudan_student_labels/student.pt"],  # the dense labels-trained SSDlite
+        deployed_onnx=["models/pennfudan_student.onnx", "runs/pennfudan_student/pennfudan_student.onnx"],
+        finetuned_onnx=["runs/pennfudan_student_nokd/*.onnx"],  # the no-KD ablation of the deployed student
+        data=DataRef("pennfudan", "../shared/data/pennfudan-trainval.zip", (320, 320), 1 / PENNFUDAN_VAL_EVERY),
+        structured_round_to=8, arch_cfg={"teacher": cfg, "student": cfg},
+        note="Detection: the teacher runs at its own 480x640 input, the students at 320x320; every row answers "
+             "the same 640x480 camera frame, so *frame p50* (Engine.infer: resize, normalise, run, score "
+             "threshold, per-class NMS, boxes back to frame pixels) is the number the issue-14 goals use. "
+             "Accuracy: COCO AP50 (and AP, IoU 0.50:0.95) on the 24 Penn-Fudan validation images at their own "
+             "size (robot_compress/pennfudan.py's split).")
 
 
 def tiny_groups() -> list[Group]:
@@ -124,6 +187,13 @@ def tiny_groups() -> list[Group]:
               arch_cfg={"teacher": {"width": 16}, "student": {"width": 8}}),
         Group("tiny seg 36x48", "segmentation", CAMVID_LABELS, (36, 48), (72, 96), "tiny_segnet", "tiny_segnet",
               arch_cfg={"teacher": {"width": 16}, "student": {"width": 8}}),
+        # as Penn-Fudan: an FCOS teacher at a larger input than the SSD student, frames of a third size; synthetic
+        # boxes stand in for ../shared (frame and calibration through the detection data path)
+        Group("tiny det 120x160", "detection", ["class0"], (64, 64), (120, 160), "tiny_detector", "tiny_detector",
+              teacher_input_size=(96, 128),
+              data=DataRef("synthetic_det", "", (64, 64), 1 / PENNFUDAN_VAL_EVERY,
+                           options={"n": 20, "num_classes": 1, "frame_size": (120, 160)}),
+              arch_cfg={"teacher": {"width": 32, "family": "fcos"}, "student": {"width": 8}}),
     ]
 
 
@@ -207,22 +277,30 @@ def _finished_checkpoint(patterns) -> Path | None:
 
 
 def _accuracy(metrics: dict, source: str) -> dict:
-    """The primary metric (top-1; global pixel accuracy, the paper's) plus mIoU where there is one."""
-    for key in ("top1", "pixel_acc"):
+    """The primary metric (top-1; global pixel accuracy, the paper's; detection: COCO AP50, the recipes'
+    primary) plus mIoU / AP (IoU 0.50:0.95) where there is one."""
+    for key, second in (("top1", None), ("pixel_acc", "miou"), ("ap50", "ap")):
         if key in metrics:
-            out = {"metric": key, "value": float(metrics[key]), "n": metrics.get("n"), "source": source}
-            if "miou" in metrics:
-                out["miou"] = float(metrics["miou"])
+            n = metrics.get("n", metrics.get("images"))  # detection metrics count images
+            out = {"metric": key, "value": float(metrics[key]), "n": n, "source": source}
+            if second in metrics:
+                out[second] = float(metrics[second])
             return out
     return {}
 
 
-def _info(group: Group):
+def _info(group: Group, role: str = "student"):
     from robot_compress.compress.data import DatasetInfo
 
-    return DatasetInfo(task=group.task, labels=list(group.labels), input_size=tuple(group.input_size),
+    return DatasetInfo(task=group.task, labels=list(group.labels), input_size=group.input_for(role),
                        mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_index=group.ignore_index,
                        fingerprint="bench", source="bench/model_latency.py")
+
+
+def _example(group: Group, role: str = "student"):
+    import torch
+
+    return torch.zeros(1, 3, *group.input_for(role))
 
 
 def _torch_model(group: Group, role: str):
@@ -232,14 +310,17 @@ def _torch_model(group: Group, role: str):
     from robot_compress.compress.train import load_weights
 
     arch = group.teacher_arch if role == "teacher" else group.student_arch
+    patterns = group.teacher_ckpt if role == "teacher" else group.student_ckpt
     model = get_model(arch, len(group.labels), **group.arch_cfg.get(role, {}))
-    ckpt = _finished_checkpoint(group.teacher_ckpt if role == "teacher" else group.student_ckpt)
+    ckpt = _finished_checkpoint(patterns)
     weights = "random"
     if ckpt is not None:
         load_weights(model, ckpt)
         weights = f"trained ({ckpt.relative_to(REPO)})"
         if is_pruned(model):
             make_permanent(model)
+    elif patterns:  # say why (the log names the checkpoints): a run still training has not finished yet
+        weights = "random (no finished run yet)"
     if role == "teacher" and group.teacher_passes == 2:
         from robot_compress.compress.tta import FlipAveraged
 
@@ -247,11 +328,17 @@ def _torch_model(group: Group, role: str):
     return model.eval(), weights
 
 
-def _export(model, group: Group, path: Path, model_id: str) -> Path:
+def _export(model, group: Group, path: Path, model_id: str, role: str = "student") -> Path:
+    if group.task == "detection":  # the detection contract: decoded boxes + scores, NMS in the runtime
+        from robot_compress.compress.detection.export import export_detector
+
+        export_detector(model, path, _info(group, role), model_id=model_id, recipe="bench/model_latency.py",
+                        atol=1e-2)
+        return path
     from robot_compress.compress.export import export_onnx
 
-    export_onnx(model, path, _info(group), model_id=model_id, recipe="bench/model_latency.py", verify_batches=1,
-                atol=1e-2)
+    export_onnx(model, path, _info(group, role), model_id=model_id, recipe="bench/model_latency.py",
+                verify_batches=1, atol=1e-2)
     return path
 
 
@@ -262,7 +349,8 @@ def _calibration(group: Group, shared_ok: bool, n: int) -> tuple[list[np.ndarray
 
         train, _ = group.data.train_and_val()
         arrays = calibration_arrays(train, n, seed=0)
-        return arrays, f"{len(arrays)} real training frames"
+        kind = "synthetic" if group.data.kind.startswith("synthetic") else "real"
+        return arrays, f"{len(arrays)} {kind} training frames"
     rng = np.random.default_rng(0)
     h, w = group.input_size
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
@@ -272,88 +360,128 @@ def _calibration(group: Group, shared_ok: bool, n: int) -> tuple[list[np.ndarray
 
 
 def _shared_ok(group: Group) -> bool:
-    return group.data is not None and (REPO / group.data.root).is_file()
+    return group.data is not None and group.data.available
 
 
 def build_variants(group: Group, work: Path, calib_n: int = 64, log=print) -> list[Variant]:
     """Export every variant of a group into `work`; returns them (not yet timed)."""
-    import copy
-
-    import torch
-
-    from robot_compress.compress.pruning import make_permanent, prune_model
-    from robot_compress.compress.quantize import quantize_onnx
-    from robot_compress.compress.structured import structured_prune
-
     work.mkdir(parents=True, exist_ok=True)
     slug = group.name.replace(" ", "_")
-    h, w = group.input_size
-    example = torch.zeros(1, 3, h, w)
-    out: list[Variant] = []
+    out = [_teacher_variant(group, work, slug)]
+    log(f"  {group.name}: teacher ready ({_weights_note(out[0].weights, group.teacher_ckpt)})")
 
+    student, weights = _torch_model(group, "student")
+    dense, sparse, slim = _student_variants(group, student, weights, work, slug)
+    out += [dense, sparse, slim]
+    log(f"  {group.name}: student, unstructured, structured ready ({_weights_note(weights, group.student_ckpt)})")
+
+    arrays, calib_note = _calibration(group, _shared_ok(group), calib_n)
+    for src, name in ((dense, "student INT8"), (slim, f"{slim.name.removesuffix(' (no fine-tune)')} + INT8")):
+        q = _int8_variant(group, src, name, arrays, log)
+        if q is not None:
+            q.accuracy_note = f"calibrated on {calib_note}"
+            out.append(q)
+    log(f"  {group.name}: INT8 done ({calib_note})")
+
+    out += _found_variants(group, out, log)
+    for v in out:
+        v.size_mb = Path(v.path).stat().st_size / 1e6
+    return out
+
+
+def _weights_note(weights: str, patterns) -> str:
+    """The weights, and for random ones the checkpoints that were looked for."""
+    return weights if weights.startswith("trained") or not patterns else f"{weights}: {', '.join(patterns)}"
+
+
+def _teacher_variant(group: Group, work: Path, slug: str) -> Variant:
+    """The shipped teacher ONNX when it is there at the teacher's input size, else exported from its
+    checkpoint (random weights when its run has not finished)."""
+    example = _example(group, "teacher")
     shipped = _first(group.teacher_onnx)
-    if shipped is not None and _onnx_input_hw(shipped) == tuple(group.input_size):
+    if shipped is not None and _onnx_input_hw(shipped) == group.input_for("teacher"):
         from robot_compress.compress.models import get_model
 
         arch_macs = _count(get_model(group.teacher_arch, len(group.labels), **group.arch_cfg.get("teacher", {})),
                            example)[0] * group.teacher_passes  # MACs follow from the architecture
-        out.append(Variant(group.name, "teacher", str(shipped), f"trained ({shipped.relative_to(REPO)})",
-                           _card_accuracy(shipped), params=_card_params(shipped), macs=arch_macs))
-    else:
-        teacher, weights = _torch_model(group, "teacher")
-        path = _export(teacher, group, work / f"{slug}_teacher.onnx", f"{slug}_teacher")
-        out.append(Variant(group.name, "teacher", str(path), weights, params=_count(teacher, example)[1],
-                           macs=_count(teacher, example)[0]))
-    log(f"  {group.name}: teacher ready")
+        return Variant(group.name, "teacher", str(shipped), f"trained ({shipped.relative_to(REPO)})",
+                       _card_accuracy(shipped), params=_card_params(shipped), macs=arch_macs)
+    teacher, weights = _torch_model(group, "teacher")
+    path = _export(teacher, group, work / f"{slug}_teacher.onnx", f"{slug}_teacher", role="teacher")
+    macs, params = _count(teacher, example)
+    return Variant(group.name, "teacher", str(path), weights, params=params, macs=macs)
 
-    student, weights = _torch_model(group, "student")
+
+def _structured(group: Group, model, example) -> dict:
+    """Channel pruning in place; detectors keep their prediction convs (anchors and contract unchanged)."""
+    if group.task == "detection":
+        from robot_compress.compress.detection.structured import structured_prune_detector
+
+        return structured_prune_detector(model, example, group.structured_ratio, round_to=group.structured_round_to)
+    from robot_compress.compress.structured import structured_prune
+
+    return structured_prune(model, example, group.structured_ratio, round_to=group.structured_round_to)
+
+
+def _student_variants(group: Group, student, weights: str, work: Path, slug: str) -> tuple[Variant, ...]:
+    """(dense, unstructured-pruned, structured-pruned) students, exported."""
+    import copy
+
+    from robot_compress.compress.pruning import make_permanent, prune_model
+
+    example = _example(group)
     macs, params = _count(student, example)
     dense = _export(student, group, work / f"{slug}_student.onnx", f"{slug}_student")
-    out.append(Variant(group.name, "student", str(dense), weights, params=params, macs=macs))
 
     sparse_model = copy.deepcopy(student)
     prune_model(sparse_model, "class-blind", group.unstructured_amount)
     make_permanent(sparse_model)
     sparse = _export(sparse_model, group, work / f"{slug}_student_unstructured.onnx", f"{slug}_student_unstr")
     nonzero = int(sum(int((p != 0).sum()) for p in sparse_model.parameters()))
-    out.append(Variant(group.name, f"student unstructured {group.unstructured_amount:.0%} (class-blind)",
-                       str(sparse), weights, params=nonzero, macs=macs))
 
     slim_model = copy.deepcopy(student)
-    report = structured_prune(slim_model, example, group.structured_ratio)
+    report = _structured(group, slim_model, example)
     slim = _export(slim_model, group, work / f"{slug}_student_structured.onnx", f"{slug}_student_struct")
-    out.append(Variant(group.name, f"student structured {group.structured_ratio:.0%} (no fine-tune)", str(slim),
-                       weights, params=report["params_after"], macs=report["macs_after"]))
-    log(f"  {group.name}: student, unstructured, structured ready")
+    return (Variant(group.name, "student", str(dense), weights, params=params, macs=macs),
+            Variant(group.name, f"student unstructured {group.unstructured_amount:.0%} (class-blind)", str(sparse),
+                    weights, params=nonzero, macs=macs),
+            Variant(group.name, f"student structured {group.structured_ratio:.0%} (no fine-tune)", str(slim),
+                    weights, params=report["params_after"], macs=report["macs_after"]))
 
-    arrays, calib_note = _calibration(group, _shared_ok(group), calib_n)
-    for src, name, p, m in ((dense, "student INT8", params, macs),
-                            (slim, f"student structured {group.structured_ratio:.0%} + INT8",
-                             report["params_after"], report["macs_after"])):
-        q = quantize_onnx(src, src.with_name(src.stem + "_int8.onnx"), arrays, per_channel=True, preprocess=True)
-        v = Variant(group.name, name, str(q), weights, params=p, macs=m)
-        v.accuracy_note = f"calibrated on {calib_note}"
-        out.append(v)
-    log(f"  {group.name}: INT8 ready ({calib_note})")
 
+def _int8_variant(group: Group, src: Variant, name: str, arrays, log) -> Variant | None:
+    """onnxruntime static INT8 of `src`; None (with the reason logged) where quantization fails on the graph."""
+    from robot_compress.compress.quantize import quantize_onnx
+
+    path = Path(src.path)
+    try:
+        q = quantize_onnx(path, path.with_name(path.stem + "_int8.onnx"), arrays, per_channel=True, preprocess=True)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's quantizer raises many types; the row is optional
+        log(f"  {group.name}: {name} skipped: onnxruntime static quantization failed ({exc})")
+        return None
+    return Variant(group.name, name, str(q), src.weights, params=src.params, macs=src.macs)
+
+
+def _found_variants(group: Group, built: list[Variant], log) -> list[Variant]:
+    """The shipped students (deployed) and the recipes' outputs (fine-tuned) found on disk; a missing one is
+    logged, not an error (its run may still be training)."""
+    out = []
     seen = set()  # a shipped model is also its recipe's output in runs/: time it once, as "deployed"
     for label, patterns in (("deployed", group.deployed_onnx), ("fine-tuned", group.finetuned_onnx)):
-        for pattern in patterns:
-            for hit in sorted(glob.glob(str(REPO / pattern))):
-                path = Path(hit)
-                name = f"{label} {path.stem}"
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                # A segmentation model takes the camera frame at any input size (Engine resizes it and the mask
-                # back, scored at frame size); a classifier's frames come at its input size.
-                other_size = group.task != "segmentation" and _onnx_input_hw(path) != tuple(group.input_size)
-                if other_size or any(v.name == name for v in out) or digest in seen:
-                    continue  # another size, or the same model already found under models/
-                seen.add(digest)
-                out.append(Variant(group.name, name, str(path),
-                                   f"trained ({path.relative_to(REPO)})", _card_accuracy(path),
-                                   params=_card_params(path), macs=_run_macs(path)))
-    for v in out:
-        v.size_mb = Path(v.path).stat().st_size / 1e6
+        hits = [Path(h) for pattern in patterns for h in sorted(glob.glob(str(REPO / pattern)))]
+        if patterns and not hits:
+            log(f"  {group.name}: no {label} model yet ({', '.join(patterns)}): its row is skipped")
+        for path in hits:
+            name = f"{label} {path.stem}"
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            # Segmentation and detection models take the camera frame at any input size (Engine resizes it in and
+            # the mask / boxes back, scored at frame size); a classifier's frames come at its input size.
+            other_size = group.task == "classification" and _onnx_input_hw(path) != tuple(group.input_size)
+            if other_size or any(v.name == name for v in built + out) or digest in seen:
+                continue  # another size, or the same model already found under models/
+            seen.add(digest)
+            out.append(Variant(group.name, name, str(path), f"trained ({path.relative_to(REPO)})",
+                               _card_accuracy(path), params=_card_params(path), macs=_run_macs(path)))
     return out
 
 
@@ -368,6 +496,12 @@ def _count(model, example) -> tuple[int, int]:
 
 def frame_for(group: Group, seed: int = 0) -> np.ndarray:
     """A camera frame at the robot's resolution: a real validation frame when ../shared has one."""
+    if _shared_ok(group) and group.data.detection:
+        from robot_compress.compress.detection.stages import latency_frame
+
+        # as the recipes' evaluate stage quotes latency: a validation frame resized to the camera's size
+        _, val = group.data.train_and_val(raw_uint8=True)
+        return np.ascontiguousarray(latency_frame([val[seed]], group.frame_hw), dtype=np.uint8)
     if _shared_ok(group):
         from robot_compress.compress.data import load_dataset
 
@@ -484,7 +618,7 @@ def hot_ops(path: str, frame: np.ndarray, runs: int = 20, top: int = 6) -> list[
 
 def evaluate_variant(v: Variant, group: Group, limit: int | None = None) -> None:
     """Score a trained-weights variant on the recipe's validation split through the Engine (at the frames'
-    native size where the recipes score there)."""
+    native size where the recipes score there; detection always: COCO AP50 in the frames' own pixels)."""
     from robot_compress.compress.evaluate import evaluate_onnx
 
     _, val = group.data.train_and_val(raw_uint8=True)
@@ -492,7 +626,12 @@ def evaluate_variant(v: Variant, group: Group, limit: int | None = None) -> None
         from torch.utils.data import Subset
 
         val = Subset(val, list(range(limit)))
-    m = evaluate_onnx(v.path, val, threads=1, at_frame_size=group.data.val_split is not None)
+    if group.task == "detection":
+        from robot_compress.compress.detection.evaluate import evaluate_detector_onnx
+
+        m = evaluate_detector_onnx(v.path, val, threads=1)
+    else:
+        m = evaluate_onnx(v.path, val, threads=1, at_frame_size=group.data.val_split is not None)
     m["n"] = len(val)
     v.accuracy = _accuracy(m, f"measured here, {group.data.describe()}")
 
@@ -544,22 +683,30 @@ def fastest_student(variants: list[Variant], group_name: str, threads: str = "1"
 
 
 def ratios(variants: list[Variant], groups: list[Group]) -> list[dict]:
-    """Speedup of every student variant over its teacher at session p50, 1 thread; fps for frames."""
+    """Speedup of every student variant over its teacher at session p50 and at frame p50 (Engine.infer, pre- and
+    post-processing included: what detection's goals count), 1 thread; fps for frames; nonzero parameters as
+    a share of the teacher's (None where either count is unknown)."""
     rows = []
     for group in groups:
         mine = [v for v in variants if v.group == group.name]
         teacher = next((v for v in mine if v.name == "teacher"), None)
         if teacher is None or "1" not in teacher.timing:
             continue
-        t50 = teacher.timing["1"]["session_p50"]
+        t1 = teacher.timing["1"]
         for v in mine:
             if v is teacher:
                 continue
-            s50 = v.timing["1"]["session_p50"]
-            rows.append({"group": group.name, "variant": v.name, "speedup_p50_1thread": t50 / s50,
-                         "frame_fps_1thread": 1000.0 / v.timing["1"]["frame_p50"],
+            v1 = v.timing["1"]
+            share = v.params / teacher.params if v.params and teacher.params else None
+            rows.append({"group": group.name, "variant": v.name, "speedup_p50_1thread": t1["session_p50"] /
+                         v1["session_p50"], "frame_speedup_p50_1thread": t1["frame_p50"] / v1["frame_p50"],
+                         "frame_fps_1thread": 1000.0 / v1["frame_p50"], "param_share": share,
                          "frame_hw": list(group.frame_hw)})
     return rows
+
+
+def select_groups(groups: list[Group], only: str | None) -> list[Group]:
+    return [g for g in groups if only is None or only in g.name]
 
 
 def main(argv=None) -> int:
@@ -570,8 +717,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench" / "models")
     ap.add_argument("--out", type=Path, default=REPO / "build" / "bench" / "model_latency.json")
     ap.add_argument("--eval-limit", type=int, default=None, help="score at most this many validation items")
+    ap.add_argument("--only", default=None, metavar="TEXT",
+                    help="only the groups whose name contains TEXT (e.g. pennfudan), for a quick look at one")
     args = ap.parse_args(argv)
-    groups = tiny_groups() if args.tiny else default_groups()
+    groups = select_groups(tiny_groups() if args.tiny else default_groups(), args.only)
+    if not groups:
+        ap.error(f"no group name contains {args.only!r}")
     runs = 30 if args.quick else args.runs
     if runs < 10:
         ap.error(f"--runs must be >= 10, got {runs}")
