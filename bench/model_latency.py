@@ -166,7 +166,8 @@ def pennfudan_group() -> Group:
         "pennfudan 480x640", task="detection", labels=PENNFUDAN_LABELS, input_size=(320, 320), frame_hw=(480, 640),
         teacher_arch="fcos_mobilenet_v3_large_fpn", student_arch="ssdlite_mobilenet_v3_large",
         teacher_input_size=(480, 640),
-        teacher_onnx=["models/pennfudan_teacher.onnx", "runs/pennfudan_teacher/pennfudan_teacher.onnx"],
+        teacher_onnx=["models/pennfudan_teacher_fp16.onnx", "runs/pennfudan_teacher_edge/pennfudan_teacher_fp16.onnx",
+                     "runs/pennfudan_teacher/pennfudan_teacher.onnx"],
         teacher_ckpt=["runs/pennfudan_teacher/student.pt"],
         student_ckpt=["runs/pennfudan_student_labels/student.pt"],  # the dense labels-trained SSDlite
         deployed_onnx=["models/pennfudan_student.onnx", "runs/pennfudan_student/pennfudan_student.onnx"],
