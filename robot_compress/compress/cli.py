@@ -552,12 +552,18 @@ def _record_for_launcher(exc: BaseException, message: str) -> None:
     it back from the failure it reports."""
     import time
 
+    from robot_compress.compress.runinfo import write_text_atomic
+
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         kind = type(exc).__name__
+        # "time": sub-second, so the launcher can tell which of two ranks failing in one second came first
+        now = time.time()
         with contextlib.suppress(OSError):
-            Path(path).write_text(json.dumps({"message": {"message": f"{kind}: {message}", "extraInfo": {
-                "timestamp": int(time.time()), "kind": kind}}}), encoding="utf-8")
+            # Atomic: the agent's SIGTERM may land mid-write, and it cannot parse half a file (the launcher
+            # would then report a JSONDecodeError instead of any rank's error).
+            write_text_atomic(path, json.dumps({"message": {"message": f"{kind}: {message}", "extraInfo": {
+                "timestamp": int(now), "time": now, "kind": kind}}}))
 
 
 def run(command: str, argv: list[str]) -> int:

@@ -39,7 +39,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     if distributed.active():
         return distributed.ShardedLoader(dataset, batch_size, shuffle, gen, distributed.rank(),
-                                         distributed.world_size())
+                                         distributed.world_size(), collate_fn=_collate_fn(dataset))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0,
                       drop_last=False, collate_fn=_collate_fn(dataset))
 

@@ -3,7 +3,8 @@
 Under `torchrun --nproc_per_node N` (WORLD_SIZE > 1 in the environment) every rank runs the same recipe: the
 model is wrapped in DistributedDataParallel (gradients all-reduced), each rank trains on its part of every
 global batch and scores its part of the validation split, and the meters (counts, confusion matrices) are
-all-reduced, so metrics cover the whole split. Only rank 0 writes files.
+all-reduced (detection AP: the per-image predictions are gathered), so metrics cover the whole split. Only rank
+0 writes files.
 
 The global batches are the single-process ones: the loader draws the same permutation from the same shuffle
 generator on every rank (so the generator state in a checkpoint is the same at any world size, and a run
@@ -124,6 +125,16 @@ def reduce_meter(meter) -> None:
         meter.n, meter.top1, meter.top5 = int(n), int(top1), int(top5)
 
 
+def gather_objects(obj) -> list:
+    """[rank 0's obj, rank 1's, ...] on every rank (pickled: for results that do not sum, e.g. detections);
+    [obj] outside a group."""
+    if not active():
+        return [obj]
+    out: list = [None] * world_size()
+    _dist().all_gather_object(out, obj)
+    return out
+
+
 def state_digest(model: torch.nn.Module) -> str:
     """Hash of every parameter and buffer (pruning masks included), names in order."""
     h = hashlib.blake2b(digest_size=16)
@@ -138,9 +149,7 @@ def check_same_on_all_ranks(model: torch.nn.Module, what: str) -> None:
     rank does on its own with the same seed: deterministic, and verified here instead of assumed)."""
     if not active():
         return
-    dist = _dist()
-    digests: list = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, state_digest(model))
+    digests = gather_objects(state_digest(model))
     if len(set(digests)) != 1:
         raise DistributedError(f"{what}: the ranks hold different weights or masks ({sorted(set(digests))}); "
                                "pruning must be deterministic for a given seed")
@@ -173,6 +182,21 @@ def wrap(model: torch.nn.Module, device) -> torch.nn.Module:
     device = torch.device(device)
     ids = [torch.cuda.current_device()] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them at the start of each
+    forward, so after the last step each rank holds the statistics of its own part of the last batch: scored
+    so, the ranks' parts of the split would come from slightly different models, none of them the one rank 0
+    saves."""
+    if not active():
+        return
+    dev = _comm_device()
+    for buf in getattr(model, "module", model).buffers():
+        t = buf.detach().to(dev)  # the buffer itself when it already lives on the backend's device
+        _dist().broadcast(t, src=0)
+        if t.data_ptr() != buf.data_ptr():
+            buf.detach().copy_(t)
 
 
 def uneven_batches(model: torch.nn.Module):
@@ -220,11 +244,14 @@ class ShardedLoader:
     """A DataLoader over this rank's parts of the global batches, with the shuffle `generator` of the
     single-process loader (so checkpoints store the same loader state) and the current batch's `weight`."""
 
-    def __init__(self, dataset, batch_size: int, shuffle: bool, generator: torch.Generator, rank_: int, world: int):
+    def __init__(self, dataset, batch_size: int, shuffle: bool, generator: torch.Generator, rank_: int, world: int,
+                 collate_fn=None):
         base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
         self.batch_sampler = ShardedBatchSampler(BatchSampler(base, batch_size, drop_last=False), rank_, world)
         self.generator = generator
-        self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, generator=generator, num_workers=0)
+        # collate_fn: the dataset's own (detection keeps box targets per image), as the 1-process loader's
+        self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, generator=generator, num_workers=0,
+                                 collate_fn=collate_fn)
 
     def __iter__(self):
         return iter(self.loader)

@@ -51,17 +51,20 @@ def _check_nonempty(dataset, what: str):
 def evaluate_loader(model, loader, info, device, log: Callable[[str], None] | None = None,
                     reduce: bool = False) -> dict:
     """Metrics of `model` over `loader`; with `log`, progress lines when not on a terminal. `reduce`: the loader
-    holds this rank's part of the split (torchrun); the meters are summed over all ranks before computing."""
+    holds this rank's part of the split (torchrun); the meters are summed over all ranks before computing
+    (detection: the ranks' predictions are gathered and the whole split scored)."""
     import torch
 
     from robot_compress.compress.progress import track
 
+    if reduce:  # every rank scores rank 0's model (the one it saves), BatchNorm statistics included
+        from robot_compress.compress.distributed import sync_buffers
+
+        sync_buffers(model)
     if info.task == "detection":  # COCO AP through the runtime's postprocess (compress/detection/evaluate.py)
         from robot_compress.compress.detection.evaluate import evaluate_detector
 
-        if reduce:
-            raise EvaluationError("detection is evaluated in one process (no torchrun)")
-        return evaluate_detector(model, loader, info, device, log=log)
+        return evaluate_detector(model, loader, info, device, log=log, reduce=reduce)
     model.eval()
     meter = _meter(info.task, len(info.labels), info.ignore_index)
     with torch.no_grad():

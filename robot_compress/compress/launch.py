@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -26,6 +27,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 STOPPED_CODES = (130, 143)  # a rank that was told to stop (SIGINT/SIGTERM) is a consequence, not the cause
+# The signals that stop a rank from outside: the agent sends SIGTERM to the survivors of a failure, and a rank
+# that has already left its handler (cleaning up after a peer's error) dies of it rather than exiting 143.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# torch.distributed's errors when a peer vanished mid-collective (or the store with it): consequences.
+PEER_ERRORS = ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError")
 
 
 def _message(failure) -> str:
@@ -36,18 +42,32 @@ def _message(failure) -> str:
     return msg if isinstance(msg, str) and not msg.startswith(("Signal ", "To enable traceback")) else ""
 
 
+def _recorded_time(failure) -> float:
+    """When the rank recorded its error (cli._record_for_launcher writes sub-second time), else the agent's
+    whole-second timestamp."""
+    data = getattr(failure, "error_file_data", None) or {}
+    extra = data.get("message", {}).get("extraInfo", {}) if isinstance(data.get("message"), dict) else {}
+    return float(extra.get("time", failure.timestamp))
+
+
+def _is_consequence(failure) -> bool:
+    """The rank only saw another's failure: it was stopped (stop signal, or our handler's 130/143), or its own
+    error was a broken collective."""
+    if failure.exitcode < 0:
+        return -failure.exitcode in STOP_SIGNALS or _message(failure).startswith(PEER_ERRORS)
+    return failure.exitcode in STOPPED_CODES or _message(failure).startswith(PEER_ERRORS)
+
+
 def _cause_order(failure) -> tuple:
-    """Killed ranks first, then ranks that failed on their own, then ranks that only saw a peer's failure (a
-    broken collective, or the stop signal the agent sends); earlier before later (timestamps in seconds)."""
+    """Ranks that failed on their own (an error, or killed by e.g. SIGKILL/SIGSEGV) before ranks that only saw
+    a peer's failure; then earlier before later: the agent's whole seconds, a rank killed outright before one
+    that exited in the same second (its peers' errors follow from it), then the ranks' own sub-second times."""
     killed = failure.exitcode < 0
-    consequence = failure.exitcode in STOPPED_CODES or _message(failure).startswith("DistBackendError")
-    return (0 if killed else 2 if consequence else 1, failure.timestamp)
+    return (_is_consequence(failure), failure.timestamp, not killed, _recorded_time(failure))
 
 
 def _describe(rank: int, failure) -> str:
     if failure.exitcode < 0:
-        import signal
-
         return f"rank {rank} was killed by {signal.Signals(-failure.exitcode).name}"
     reason = _message(failure)
     return f"rank {rank} exited with code {failure.exitcode}" + (f" ({reason})" if reason else "")

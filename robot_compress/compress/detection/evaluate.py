@@ -39,28 +39,55 @@ def summary(metrics: dict) -> dict:
     return out
 
 
-def evaluate_detector(model, loader, info, device, log: Callable[[str], None] | None = None) -> dict:
-    """AP metrics of a `Detector` over a loader of (images, Targets) at the model's input size."""
+def evaluate_detector(model, loader, info, device, log: Callable[[str], None] | None = None,
+                      reduce: bool = False) -> dict:
+    """AP metrics of a `Detector` over a loader of (images, Targets) at the model's input size. `reduce`: the
+    loader holds this rank's part of the split (torchrun); AP is no sum of per-rank parts, so every rank's
+    per-image predictions and ground truth are gathered and the whole split is scored, alike on every rank."""
+    from robot_compress.runtime.detection_eval import DetectionScorer
+
+    params = detection_params(model)
+    records = _predict(model, loader, info, device, params, log)
+    if reduce:
+        records = _gathered_in_split_order(records)
+    scorer = DetectionScorer(info.labels, max_detections=params.max_detections)
+    for _, _, image_id, truth, dets in records:
+        scorer.add(image_id, truth, dets)
+    return summary(scorer.compute())
+
+
+def _predict(model, loader, info, device, params, log) -> list[tuple]:
+    """(batch, position, image_id, ground truth, detections) per image, boxes in the frame's own pixels."""
     import torch
 
     from robot_compress.compress.progress import track
     from robot_compress.runtime.detection import scale_boxes, select
-    from robot_compress.runtime.detection_eval import DetectionScorer
 
-    params = detection_params(model)
-    scorer = DetectionScorer(info.labels, max_detections=params.max_detections)
     model.eval()
     h, w = info.input_size
+    records = []
     with torch.no_grad():
-        for images, targets in track(loader, "evaluate", log=log):
+        for step, (images, targets) in enumerate(track(loader, "evaluate", log=log)):
             boxes, scores = model(images.to(device))
-            for b, s, t in zip(boxes.float().cpu().numpy(), scores.float().cpu().numpy(), targets, strict=True):
+            for j, (b, s, t) in enumerate(zip(boxes.float().cpu().numpy(), scores.float().cpu().numpy(), targets,
+                                              strict=True)):
                 kb, ks, kc = select(b, s, params)
                 kb = scale_boxes(kb, (h, w), t["frame_size"])
                 dets = [{"class_id": int(c), "score": float(v), "box": bb.tolist()}
                         for bb, v, c in zip(kb, ks, kc, strict=True)]
-                scorer.add(t["image_id"], ground_truth(t), dets)
-    return summary(scorer.compute())
+                records.append((step, j, t["image_id"], ground_truth(t), dets))
+    return records
+
+
+def _gathered_in_split_order(records: list[tuple]) -> list[tuple]:
+    """Every rank's records, in the one-process loader's order: each rank holds a contiguous part of every
+    batch, in rank order, so (batch, rank, position) is the image's place in the split. The scorer then sees
+    the images as one process would (COCOeval breaks score ties by that order)."""
+    from robot_compress.compress import distributed
+
+    per_rank = distributed.gather_objects(records)
+    place = {id(rec): (rec[0], r, rec[1]) for r, recs in enumerate(per_rank) for rec in recs}
+    return sorted((rec for recs in per_rank for rec in recs), key=lambda rec: place[id(rec)])
 
 
 def evaluate_detector_onnx(path: str | Path, raw_dataset, threads: int = 1,

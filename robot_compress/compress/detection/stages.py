@@ -4,7 +4,11 @@ and which are refused with a message naming what is unsupported.
 - train, distill, finetune, prune: the pipeline's own (the loss, loader and metrics hooks make them detection
   stages: `train.task_loss` / `distill_loss`, `devices.make_loader`'s collate, `evaluate.evaluate_loader`).
 - structured, export, evaluate: replaced (dense tuple outputs, AP metrics, the detection ONNX contract).
-- quantize, cache_teacher, class_weights, dataset.preload, torchrun: refused.
+- quantize, cache_teacher, class_weights, dataset.preload: refused.
+
+Under torchrun the training stages are data-parallel as for the other tasks (DDP over the detector, whose
+train-mode `Dense` output DDP passes through untouched; each rank's part of each global batch; validation AP
+over the ranks' gathered predictions); export and evaluate run on rank 0 alone after training (pipeline).
 
 The functions take the pipeline's `State` (duck-typed: nothing here imports the pipeline).
 """
@@ -28,10 +32,6 @@ def check_stage(stage) -> None:
 
 def detection_stage(stage):
     """The replacement for a stage on a detection recipe, or None when the pipeline's own applies."""
-    from robot_compress.compress import distributed
-
-    if distributed.active():
-        raise DetectionStageError("detection recipes run in one process; drop --nproc / torchrun")
     check_stage(stage)
     if stage.stage == "quantize":
         raise DetectionStageError("the quantize stage (INT8) is not supported for detection yet; drop it")
@@ -45,6 +45,7 @@ def check_data(spec) -> None:
 
 def stage_structured(state, stage, index: int) -> dict:
     from robot_compress.compress.detection.structured import structured_prune_detector
+    from robot_compress.compress.distributed import check_same_on_all_ranks
     from robot_compress.compress.evaluate import evaluate_torch
     from robot_compress.compress.pruning import is_pruned, make_permanent
 
@@ -57,6 +58,7 @@ def stage_structured(state, stage, index: int) -> dict:
     h, w = state.data.info.input_size
     report = structured_prune_detector(model, torch.zeros(1, 3, h, w), stage.ratio,
                                        ignored_layers=stage.ignored_layers or None, round_to=stage.round_to)
+    check_same_on_all_ranks(model, f"structured pruning (ratio {stage.ratio:g})")  # each rank prunes its own copy
     model.to(state.device)
     state.results["structured"] = {"ratio": stage.ratio, "round_to": stage.round_to, "report": report}
     state.log(f"structured {stage.ratio:g}: params {report['params_before']:,} -> {report['params_after']:,}, "
