@@ -113,6 +113,9 @@ def _write_card(card: dict, run: str, target: Path) -> None:
         t = metrics["teacher"]
         card["teacher"] = {"model": t["model"], "params_nonzero": t["params"]["nonzero"],
                            "val_metrics": {k: v for k, v in t["metrics"].items() if isinstance(v, float)}}
+        if metrics.get("task") == "detection":  # the teacher scored on this run's inputs, resized to its own size
+            card["teacher"]["scored_on"] = (f"this run's {ds['input_size'][0]}x{ds['input_size'][1]} inputs "
+                                            "(resized to the teacher's own input size, as in KD)")
     target.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     d, r = card["data"], card["recipe"]
     extra = ["## Data and recipe", "",
@@ -124,7 +127,8 @@ def _write_card(card: dict, run: str, target: Path) -> None:
     if card.get("teacher"):
         t = card["teacher"]
         extra.append(f"- teacher {t['model']}: {t['params_nonzero']} nonzero params, validation "
-                     + ", ".join(f"{k} {v:.4f}" for k, v in t["val_metrics"].items()))
+                     + ", ".join(f"{k} {v:.4f}" for k, v in t["val_metrics"].items())
+                     + (f", scored on {t['scored_on']}" if t.get("scored_on") else ""))
     extra.append("- latency: runtime Engine (preprocess + onnxruntime), 1 thread, single frame, on the shared "
                  "2-core development CPU under load")
     target.with_suffix(".md").write_text(_card_markdown(card) + "\n".join(extra) + "\n")
@@ -137,6 +141,9 @@ def _validation_text(ds: dict, metrics: dict) -> str:
         size = f"{at[0]}x{at[1]}, " if at else ""
         return (f"the dataset's own '{ds['val_split']}' split, scored at {size}the frames' native size, as the "
                 "node publishes masks")
+    if metrics.get("task") == "detection":  # carved by image, no seed (compress/detection/data.carve_every)
+        k = max(2, round(1.0 / ds["val_fraction"]))
+        return f"every {k}th image by sorted file name, scored in each frame's own pixels through the Engine"
     return f"fixed {100 * ds['val_fraction']:g} % split of the training data, seed {ds['seed']}"
 
 
