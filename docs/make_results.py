@@ -2,6 +2,7 @@
 
     .venv/bin/python docs/make_results.py ship     # ONNX + model cards from runs/ -> models/
     .venv/bin/python docs/make_results.py report   # robot-compress report over runs/ -> docs/RESULTS.md
+                                                   # (refused if runs the page reports are missing here)
     .venv/bin/python docs/make_results.py camvid     # only the CamVid block of docs/RESULTS.md
     .venv/bin/python docs/make_results.py detection  # only the Penn-Fudan block (+ docs/figures/pennfudan_pruning.png)
 
@@ -780,24 +781,47 @@ def repro_check() -> list[str]:
     return lines + [""]
 
 
-def report() -> None:
+def _reported_runs(text: str) -> set[str]:
+    """The run names in a RESULTS.md's "All runs" table (its first column)."""
+    rows, inside = set(), False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line.startswith("## All runs")
+        elif inside and line.startswith("| ") and not line.startswith(("| run |", "|---")):
+            rows.add(line.split("|")[1].strip())
+    return rows
+
+
+def report(allow_dropping: bool = False) -> None:
+    """Regenerate all of RESULTS.md from runs/. Runs that the page reports but this machine lacks (trained on
+    another machine) would silently drop out of it: refused, naming them, unless `allow_dropping`."""
     from robot_compress.compress.report import write_report
 
     runs = [p for p in sorted(RUNS.iterdir()) if p.is_dir() and p != REPRO and any(p.rglob("metrics.json"))]
     figures = ROOT / "docs" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
+    page = ROOT / "docs" / "RESULTS.md"
     with tempfile.TemporaryDirectory() as tmp:
         text = write_report(runs, tmp).read_text()
+        lost = _reported_runs(page.read_text()) - _reported_runs(text) if page.is_file() else set()
+        if lost and not allow_dropping:  # checked before anything under docs/ changes
+            sys.exit(f"refusing to rewrite {page}: {len(lost)} reported run(s) have no metrics.json under {RUNS} "
+                     f"(e.g. {', '.join(sorted(lost)[:3])}), so their rows would be lost; regenerate only the "
+                     "blocks (`make_results.py camvid` / `detection`), copy those runs here, or pass "
+                     "--allow-dropping")
         for png in Path(tmp).glob("*.png"):
             shutil.copyfile(png, figures / png.name)
             text = text.replace(f"]({png.name})", f"](figures/{png.name})")
     text = text.replace(str(ROOT) + "/", "")
     header = (ROOT / "docs" / "results_header.md").read_text()
     goals = "\n".join(goal_check() + camvid_section() + [""] + detection_section() + [""] + repro_check())
-    (ROOT / "docs" / "RESULTS.md").write_text(header.rstrip() + "\n\n" + goals + "\n" + text)
-    print(f"wrote {ROOT / 'docs' / 'RESULTS.md'}")
+    page.write_text(header.rstrip() + "\n\n" + goals + "\n" + text)
+    print(f"wrote {page}")
 
 
 if __name__ == "__main__":
-    {"ship": ship, "report": report, "camvid": write_camvid_section,
-     "detection": write_detection_section}[sys.argv[1] if len(sys.argv) > 1 else "report"]()
+    command = sys.argv[1] if len(sys.argv) > 1 else "report"
+    if command == "report":
+        report(allow_dropping="--allow-dropping" in sys.argv[2:])
+    else:
+        {"ship": ship, "camvid": write_camvid_section, "detection": write_detection_section}[command]()

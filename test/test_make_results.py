@@ -222,3 +222,27 @@ def test_detection_goals_follow_the_teacher_file_that_ships(make_results, tmp_pa
     else:  # its evaluate stage has no latency here: the speedup is not taken from the fp32 run's
         assert "not measured (no `make bench` output in build/bench/; no evaluate-stage latency from " \
             "`pennfudan_teacher_edge`) | n/a |" in speed
+
+
+def test_report_refuses_to_drop_runs_the_page_reports_but_this_machine_lacks(make_results, tmp_path, monkeypatch):
+    import robot_compress.compress.report as report_module
+
+    def fake_report(runs, out_dir):  # what robot-compress report writes for the one run found here
+        path = Path(out_dir) / "report.md"
+        path.write_text("## All runs (validation split)\n\n| run | student |\n|---|---|\n| here_run | lenet5 |\n")
+        return path
+
+    monkeypatch.setattr(report_module, "write_report", fake_report)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results_header.md").write_text("# Results\n")
+    page = tmp_path / "docs" / "RESULTS.md"
+    old = ("# Results\n\n## All runs (validation split)\n\n| run | student |\n|---|---|\n"
+           "| trained_elsewhere | resnet20 |\n\n## Plots\n")
+    page.write_text(old)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit, match="trained_elsewhere"):
+        make_results.report()
+    assert page.read_text() == old  # untouched
+    make_results.report(allow_dropping=True)
+    assert "trained_elsewhere" not in page.read_text() and "| here_run | lenet5 |" in page.read_text()
+    make_results.report()  # nothing reported is missing now: no refusal
