@@ -10,7 +10,8 @@ Under torchrun the training stages are data-parallel as for the other tasks (DDP
 train-mode `Dense` output DDP passes through untouched; each rank's part of each global batch; validation AP
 over the ranks' gathered predictions); export and evaluate run on rank 0 alone after training (pipeline).
 
-The functions take the pipeline's `State` (duck-typed: nothing here imports the pipeline).
+The functions take the pipeline's `State` (duck-typed: nothing here imports the pipeline at module level; the
+export stage borrows its float16-copy writer, `pipeline._export_fp16_weights`, with a detection verifier).
 """
 from __future__ import annotations
 
