@@ -707,10 +707,25 @@ def stage_quantize(state: State, stage: rc.QuantizeStage, index: int) -> dict:
     return {"path": dst.name, "max_abs_diff": diff}
 
 
-def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
-    from robot_compress.compress.evaluate import agreement, engine_latency, evaluate_onnx, evaluate_torch
+def _score_onnx(state: State, path, stage: rc.EvaluateStage) -> dict:
+    """A classification/segmentation ONNX file through the Engine on the raw val split, plus its latency."""
+    from robot_compress.compress.evaluate import engine_latency, evaluate_onnx
+
+    m = evaluate_onnx(path, state.data.raw_val(), at_frame_size=state.data.at_frame_size, log=state.log)
+    if stage.latency_runs:
+        m.update(engine_latency(path, state.data.raw_val()[0][0], stage.latency_runs))
+    return m
+
+
+def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int, score_onnx=_score_onnx,
+                   agreement=None) -> dict:
+    """The torch student (and teacher) on val, then every exported file through `score_onnx(state, path, stage)`
+    and its `agreement(torch_metrics, onnx_metrics)` in points: the task's own scoring (detection passes its)."""
+    from robot_compress.compress.evaluate import evaluate_torch
     from robot_compress.compress.export import update_card_metrics
 
+    if agreement is None:
+        from robot_compress.compress.evaluate import agreement
     info = state.data.info
     torch_metrics = evaluate_torch(state.student.model, state.data.val, info, stage.batch_size, state.device,
                                    log=state.log)
@@ -721,10 +736,7 @@ def stage_evaluate(state: State, stage: rc.EvaluateStage, index: int) -> dict:
                                                         stage.batch_size, state.device, log=state.log)
     if stage.onnx:
         for entry in state.exported:
-            m = evaluate_onnx(state.out / entry["path"], state.data.raw_val(), at_frame_size=state.data.at_frame_size,
-                              log=state.log)
-            if stage.latency_runs:
-                m.update(engine_latency(state.out / entry["path"], state.data.raw_val()[0][0], stage.latency_runs))
+            m = score_onnx(state, state.out / entry["path"], stage)
             entry["metrics"] = m
             entry["agreement_pts"] = agreement(torch_metrics, m)
             if entry["kind"] == "fp32" or (state.out / entry["path"]).with_suffix(".json").is_file():

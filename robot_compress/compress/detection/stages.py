@@ -11,7 +11,7 @@ train-mode `Dense` output DDP passes through untouched; each rank's part of each
 over the ranks' gathered predictions); export and evaluate run on rank 0 alone after training (pipeline).
 
 The functions take the pipeline's `State` (duck-typed: nothing here imports the pipeline at module level; the
-export stage borrows its float16-copy writer, `pipeline._export_fp16_weights`, with a detection verifier).
+export stage borrows its float16-copy writer and the evaluate stage its body, each with detection's own scoring).
 """
 from __future__ import annotations
 
@@ -101,28 +101,24 @@ def latency_frame(raw_val, hw=(480, 640)):
     return cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def stage_evaluate(state, stage, index: int) -> dict:
-    from robot_compress.compress.detection.evaluate import agreement, evaluate_detector_onnx
-    from robot_compress.compress.evaluate import engine_latency, evaluate_torch
-    from robot_compress.compress.export import update_card_metrics
+def _score_onnx(state, path, stage) -> dict:
+    """AP through the Engine on the val frames at their own size, and latency on a 640x480 camera frame."""
+    from robot_compress.compress.detection.evaluate import evaluate_detector_onnx
+    from robot_compress.compress.evaluate import engine_latency
 
-    info = state.data.info
-    torch_metrics = evaluate_torch(state.student.model, state.data.val, info, stage.batch_size, state.device,
-                                   log=state.log)
-    state.results["student_final"] = torch_metrics
-    state.results["skip_teacher"] = not stage.teacher
-    if state.teacher is not None and stage.teacher:
-        state.results["teacher_final"] = evaluate_torch(state.teacher.model, state.data.val, info, stage.batch_size,
-                                                        state.device, log=state.log)
-    if stage.onnx:
-        raw = state.data.raw_val()
-        for entry in state.exported:
-            m = evaluate_detector_onnx(state.out / entry["path"], raw, log=state.log)
-            if stage.latency_runs:
-                lat = engine_latency(state.out / entry["path"], latency_frame(raw), stage.latency_runs, full_frame=True)
-                m.update({f"{k}_640x480": v for k, v in lat.items()})
-            entry["metrics"] = m
-            entry["agreement_pts"] = agreement(torch_metrics, m)
-            update_card_metrics(state.out / entry["path"],
-                                {k: v for k, v in m.items() if isinstance(v, (int, float, str))})
-    return {"metrics": {k: v for k, v in torch_metrics.items() if isinstance(v, (int, float, str))}}
+    raw = state.data.raw_val()
+    m = evaluate_detector_onnx(path, raw, log=state.log)
+    if stage.latency_runs:
+        lat = engine_latency(path, latency_frame(raw), stage.latency_runs, full_frame=True)
+        m.update({f"{k}_640x480": v for k, v in lat.items()})
+    return m
+
+
+def stage_evaluate(state, stage, index: int) -> dict:
+    """The pipeline's evaluate stage with detection's ONNX scoring and AP agreement; the stage record keeps
+    the scalar metrics (the per-class dicts stay in metrics.json's student/onnx entries)."""
+    from robot_compress.compress.detection.evaluate import agreement
+    from robot_compress.compress.pipeline import stage_evaluate as evaluate_stage
+
+    out = evaluate_stage(state, stage, index, score_onnx=_score_onnx, agreement=agreement)
+    return {"metrics": {k: v for k, v in out["metrics"].items() if isinstance(v, (int, float, str))}}
