@@ -379,7 +379,7 @@ def _shipped_metrics(m: dict, run: str) -> dict:
 
 
 def _camvid_runs(runs: dict) -> list[str]:
-    from robot_compress.compress.report import pruning_method, run_seconds, training_seconds_by_device
+    from robot_compress.compress.report import pruning_method
 
     lines = ["", "### Runs", "", "The trained torch models, fed whole 360x480 frames (the ONNX table below scores "
              "the exported files at their own input size; the goals above use the shipped files).", "",
@@ -390,12 +390,10 @@ def _camvid_runs(runs: dict) -> list[str]:
             lines.append(f"| `{run}` | not finished | | | | | | | | | |")
             continue
         s = m["student"]
-        epochs = sum(x.get("epochs", 0) for x in m["stages"] if "epochs" in x)
-        by_dev = ", ".join(f"{sec / 60:.0f} min {dev}" for dev, sec in training_seconds_by_device(m).items())
         lines.append(f"| `{run}` | {s['model']} | {'yes' if s['kd'] else 'no'} | {pruning_method(m)} | "
                      f"{_pct(s['metrics']['pixel_acc'])} | {_pct(s['metrics']['miou'])} | "
-                     f"{_pct(s['metrics'].get('class_acc'))} | {s['params']['nonzero']:,} | {epochs} | {by_dev} "
-                     f"(run {run_seconds(m) / 60:.0f} min) | {_val_curve(run)} |")
+                     f"{_pct(s['metrics'].get('class_acc'))} | {s['params']['nonzero']:,} | {_epochs(m)} | "
+                     f"{_train_time(m)} | {_val_curve(run)} |")
     return lines
 
 
@@ -656,7 +654,7 @@ def _epochs(m: dict) -> int:
 
 
 def _train_time(m: dict) -> str:
-    """'94 min cpu (run 95 min)', as in the CamVid table."""
+    """'94 min cpu (run 95 min)': the CamVid and Penn-Fudan run tables' training-time cell."""
     from robot_compress.compress.report import run_seconds, training_seconds_by_device
 
     by_dev = ", ".join(f"{sec / 60:.0f} min {dev}" for dev, sec in training_seconds_by_device(m).items())
