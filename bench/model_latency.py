@@ -97,7 +97,9 @@ class DataRef:
 
     def describe(self) -> str:
         if self.detection:
-            return f"every {round(1 / self.val_fraction)}th image by name, scored at frame size"
+            from robot_compress.compress.detection.data import val_every
+
+            return f"every {val_every(self.val_fraction)}th image by name, scored at frame size"
         if self.val_split is None:
             return f"val split {self.val_fraction:.0%} of train, seed {self.seed}"
         return f"{self.kind}'s own {self.val_split} split, scored at frame size"

@@ -143,7 +143,9 @@ def _validation_text(ds: dict, metrics: dict) -> str:
         return (f"the dataset's own '{ds['val_split']}' split, scored at {size}the frames' native size, as the "
                 "node publishes masks")
     if metrics.get("task") == "detection":  # carved by image, no seed (compress/detection/data.carve_every)
-        k = max(2, round(1.0 / ds["val_fraction"]))
+        from robot_compress.compress.detection.data import val_every
+
+        k = val_every(ds["val_fraction"])
         return f"every {k}th image by sorted file name, scored in each frame's own pixels through the Engine"
     return f"fixed {100 * ds['val_fraction']:g} % split of the training data, seed {ds['seed']}"
 

@@ -778,7 +778,9 @@ def _validation_protocol(data: Data) -> dict:
     """Which data the reported numbers come from, and at what resolution they were scored."""
     spec = data.spec
     if data.info.task == "detection":  # carved by image, no seed (detection/data.carve_every)
-        k = max(2, round(1.0 / spec.val_fraction))
+        from robot_compress.compress.detection.data import val_every
+
+        k = val_every(spec.val_fraction)
         split = f"every {k}th image of the dataset's sorted list, from the first (val_fraction {spec.val_fraction:g})"
         return {"split": split, "val_split": None, "score_at": "frame"}
     if spec.val_split is not None:

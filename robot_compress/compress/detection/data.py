@@ -189,10 +189,15 @@ def load_detection_dataset(kind: str, root, *, input_size=None, **opts) -> Detec
     return loaders[kind](root, input_size=input_size, **opts)
 
 
+def val_every(val_fraction: float) -> int:
+    """k of the by-image split: every k-th item validates (k = round(1 / val_fraction), at least 2)."""
+    return max(2, round(1.0 / val_fraction))
+
+
 def carve_every(n: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """(train, val) indices: every k-th item (k = round(1 / val_fraction); items 0, k, 2k, ...) validates, as
+    """(train, val) indices: every k-th item (k = val_every(val_fraction); items 0, k, 2k, ...) validates, as
     `robot_compress.pennfudan.split` defines Penn-Fudan's val (names[::5] with val_fraction 0.2)."""
-    k = max(2, round(1.0 / val_fraction))
+    k = val_every(val_fraction)
     val = list(range(0, n, k))
     if not val or len(val) >= n:
         raise DatasetError(f"val_fraction {val_fraction} of {n} images leaves an empty train or validation split")
